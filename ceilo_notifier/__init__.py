@@ -1,0 +1,1 @@
+"""ceilo-notifier: deliver alarm notifications from OpenStack-style alarm evaluators."""

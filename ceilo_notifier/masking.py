@@ -1,0 +1,76 @@
+"""Keep credentials out of logs and events.
+
+Action URLs carry secrets (``user:password@``, trust ids, tokens in query
+strings). Everything that logs or records an action goes through
+``mask_url``; ``MaskingFilter`` is the safety net for any other log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib import parse
+
+from oslo_utils import strutils
+
+MASK = "***"
+
+_SECRET_KEYS = re.compile(
+    r"(pass|secret|token|key|auth|signature|sig|credential|session|api[-_]?key)",
+    re.IGNORECASE,
+)
+# scheme://userinfo@ anywhere in a text; userinfo may hold ':' but not '/', '@' or space.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s'\"]+)@")
+
+
+def _mask_userinfo(match: re.Match) -> str:
+    userinfo = match.group("userinfo")
+    user, sep, _password = userinfo.partition(":")
+    scheme = match.group("scheme")
+    if scheme.lower().startswith("trust+"):
+        return f"{scheme}{MASK}@"
+    if sep:
+        return f"{scheme}{user}:{MASK}@"
+    return f"{scheme}{userinfo}@"
+
+
+def mask_url(url: object) -> str:
+    """Return url with its password, trust id and secret query values masked."""
+    text = str(url)
+    try:
+        parts = parse.urlsplit(text)
+        query = parse.parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return mask_text(text)
+    if any(_SECRET_KEYS.search(k) for k, _ in query):
+        masked = [(k, MASK if _SECRET_KEYS.search(k) else v) for k, v in query]
+        text = parse.urlunsplit(parts._replace(query=parse.urlencode(masked, safe="*")))
+    return _USERINFO.sub(_mask_userinfo, text)
+
+
+def mask_text(text: str) -> str:
+    """Mask URL passwords and key=value secrets in free text."""
+    return strutils.mask_password(_USERINFO.sub(_mask_userinfo, text), secret=MASK)
+
+
+class MaskingFilter(logging.Filter):
+    """Rewrite any log record so that no URL password survives, at any level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string is logging's problem, not ours
+            return True
+        masked = _USERINFO.sub(_mask_userinfo, message)
+        if masked != message:
+            record.msg = masked
+            record.args = None
+        return True
+
+
+def install_log_filter() -> None:
+    """Attach MaskingFilter to every handler of the root logger."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
+            handler.addFilter(MaskingFilter())

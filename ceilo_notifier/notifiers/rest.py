@@ -1,0 +1,135 @@
+"""``http://`` and ``https://``: POST the alarm as JSON to a webhook."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from urllib import parse
+
+import requests
+from oslo_config import cfg
+from oslo_utils import strutils
+
+from ceilo_notifier import notifiers, version
+from ceilo_notifier.notification import AlarmNotification
+
+VERIFY_PARAMS = ("ceilometer-alarm-ssl-verify", "aodh-alarm-ssl-verify")
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def split_action(action: parse.SplitResult) -> tuple[str, tuple[str, str] | None, bool | None]:
+    """Return (URL to request, basic auth, per-URL verify override).
+
+    The userinfo and the verify control parameters are removed from the URL,
+    so neither reaches the receiver in the request line.
+    """
+    auth = None
+    netloc = action.netloc
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        auth = (parse.unquote(user), parse.unquote(password))
+    verify = None
+    query = []
+    for key, value in parse.parse_qsl(action.query, keep_blank_values=True):
+        if key in VERIFY_PARAMS:
+            verify = strutils.bool_from_string(value, default=True)
+        else:
+            query.append((key, value))
+    url = parse.urlunsplit(
+        (action.scheme, netloc, action.path or "/", parse.urlencode(query), action.fragment)
+    )
+    return url, auth, verify
+
+
+class RestAlarmNotifier(notifiers.AlarmNotifier):
+    """One shared session: urllib3 keeps a connection pool per host."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        super().__init__(conf)
+        opts = conf.alarm
+        self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=opts.dispatch_pool_size,
+            pool_maxsize=opts.per_host_concurrency,
+            max_retries=0,
+        )
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.trust_env = False
+        self.cert = None
+        if opts.rest_notifier_certificate_file:
+            self.cert = opts.rest_notifier_certificate_file
+            if opts.rest_notifier_certificate_key:
+                self.cert = (opts.rest_notifier_certificate_file, opts.rest_notifier_certificate_key)
+        self.user_agent = f"ceilo-notifier/{version.version_string()}"
+
+    def _verify(self, override: bool | None) -> bool | str:
+        opts = self.conf.alarm
+        verify = opts.rest_notifier_ssl_verify if override is None else override
+        if verify and opts.rest_notifier_ca_bundle_certificate_path:
+            return opts.rest_notifier_ca_bundle_certificate_path
+        return verify
+
+    def headers(self, notification: AlarmNotification, body: bytes) -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            "X-OpenStack-Request-Id": notification.request_id or "",
+            "User-Agent": self.user_agent,
+        }
+
+    def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> int:
+        url, auth, verify = split_action(action)
+        body = json.dumps(notification.body()).encode()
+        timeout = self.conf.alarm.rest_notifier_timeout
+        try:
+            response = self.session.post(
+                url,
+                data=body,
+                headers=self.headers(notification, body),
+                auth=auth,
+                verify=self._verify(verify),
+                cert=self.cert,
+                timeout=(timeout, timeout),
+                allow_redirects=False,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise notifiers.DeliveryError(f"TLS error: {exc}") from None
+        except requests.exceptions.Timeout as exc:
+            raise notifiers.RetryableError(f"timed out after {timeout}s: {exc}") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise notifiers.RetryableError(f"connection error: {exc}") from None
+        except (requests.exceptions.RequestException, ValueError) as exc:
+            raise notifiers.DeliveryError(f"request failed: {exc}") from None
+        with response:
+            status = response.status_code
+            if 200 <= status < 300:
+                return status
+            summary = f"HTTP {status} {response.reason or ''}".strip()
+            if status in RETRYABLE_STATUS or status >= 500:
+                raise notifiers.RetryableError(
+                    summary, status, parse_retry_after(response.headers.get("Retry-After"))
+                )
+            if 300 <= status < 400:
+                summary += f" (redirect to {response.headers.get('Location')!r} not followed)"
+            raise notifiers.DeliveryError(summary, status)
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,165 @@
+"""Every option of ceilo-notifier, declared once.
+
+``list_opts`` feeds ``oslo-config-generator`` (entry point ``oslo.config.opts``);
+``register_opts`` is what the service, the CLI tools and the tests call.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from oslo_config import cfg
+
+DEFAULT_OPTS = [
+    cfg.StrOpt(
+        "host",
+        default=socket.gethostname(),
+        sample_default="<server-hostname>",
+        help="Name of this notifier instance. Casts with prepare(server=host) "
+        "reach only this instance (queue <notifier_rpc_topic>.<host>).",
+    ),
+    cfg.IntOpt(
+        "workers",
+        default=1,
+        min=1,
+        help="Number of worker processes; each one is a full consumer of the "
+        "notifier queues.",
+    ),
+    cfg.FloatOpt(
+        "shutdown_grace_period",
+        default=10.0,
+        min=0.0,
+        help="On SIGTERM, seconds that running deliveries get to finish after "
+        "the service stops consuming. Keep it below graceful_shutdown_timeout.",
+    ),
+]
+
+ALARM_OPTS = [
+    cfg.StrOpt(
+        "notifier_rpc_topic",
+        default="alarm_notifier",
+        help="RPC topic the alarm evaluators cast notify_alarm on.",
+    ),
+    cfg.IntOpt(
+        "dispatch_pool_size",
+        default=64,
+        min=1,
+        help="Threads that run deliveries. The consumer thread never waits "
+        "on a webhook; it hands actions to this pool.",
+    ),
+    cfg.IntOpt(
+        "per_host_concurrency",
+        default=8,
+        min=1,
+        help="Deliveries in flight at once to one webhook host. Further "
+        "deliveries to that host wait in its own queue, so a dead host "
+        "cannot take the whole pool.",
+    ),
+    cfg.IntOpt(
+        "max_actions",
+        default=100,
+        min=1,
+        help="Largest number of actions handled for one alarm; the rest are "
+        "logged and dropped.",
+    ),
+    cfg.IntOpt(
+        "max_action_length",
+        default=4096,
+        min=16,
+        help="Longest action URL accepted, in characters.",
+    ),
+    cfg.IntOpt(
+        "max_field_length",
+        default=8192,
+        min=64,
+        help="Longest alarm_id, alarm_name, severity, previous, current or "
+        "reason accepted, in characters; longer values are truncated and "
+        "logged.",
+    ),
+    cfg.IntOpt(
+        "max_reason_data_size",
+        default=65536,
+        min=2,
+        help="Largest reason_data accepted, in bytes of JSON; larger "
+        "reason_data is replaced by an empty dict and logged.",
+    ),
+    cfg.StrOpt(
+        "rest_notifier_certificate_file",
+        default="",
+        help="Client certificate (PEM) presented to HTTPS webhooks.",
+    ),
+    cfg.StrOpt(
+        "rest_notifier_certificate_key",
+        default="",
+        help="Private key of rest_notifier_certificate_file, when it is not "
+        "in the certificate file itself.",
+    ),
+    cfg.StrOpt(
+        "rest_notifier_ca_bundle_certificate_path",
+        help="CA bundle used to verify HTTPS webhooks instead of the system "
+        "trust store.",
+    ),
+    cfg.BoolOpt(
+        "rest_notifier_ssl_verify",
+        default=True,
+        help="Verify the certificates of HTTPS webhooks. An action can "
+        "override this with the query parameter "
+        "ceilometer-alarm-ssl-verify=0|1 (or aodh-alarm-ssl-verify).",
+    ),
+    cfg.FloatOpt(
+        "rest_notifier_timeout",
+        default=10.0,
+        min=0.1,
+        help="Seconds to wait for a webhook to accept the connection and "
+        "for each read of its answer. A webhook can never hold a delivery "
+        "longer than this per attempt.",
+    ),
+    cfg.IntOpt(
+        "rest_notifier_max_retries",
+        default=3,
+        min=0,
+        help="Retries of a delivery that failed with a connection error, a "
+        "timeout, 408, 425, 429 or 5xx. Attempts = 1 + retries.",
+    ),
+    cfg.FloatOpt(
+        "rest_notifier_retry_backoff",
+        default=1.0,
+        min=0.0,
+        help="Base of the exponential backoff between retries, in seconds. "
+        "Retry n waits a random time in [0, min(backoff_max, base * 2^n)] "
+        "(full jitter), or longer if the webhook sent Retry-After.",
+    ),
+    cfg.FloatOpt(
+        "rest_notifier_retry_backoff_max",
+        default=60.0,
+        min=0.0,
+        help="Longest wait between two attempts of a delivery, in seconds.",
+    ),
+    cfg.FloatOpt(
+        "rest_notifier_retry_max_age",
+        default=3600.0,
+        min=0.0,
+        help="A delivery is not retried once this many seconds have passed "
+        "since its first attempt (or when Retry-After would take it past "
+        "this age); it is then failed.",
+    ),
+]
+
+ALL_GROUPS = (
+    (None, DEFAULT_OPTS),
+    ("alarm", ALARM_OPTS),
+)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Options of this project, grouped, for oslo-config-generator."""
+    return [(group or "DEFAULT", list(opts)) for group, opts in ALL_GROUPS]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register every option of this project (and oslo.messaging's) on conf."""
+    for group, opts in ALL_GROUPS:
+        conf.register_opts(opts, group=group)
+    from ceilo_notifier import rpc
+
+    rpc.register_messaging_opts(conf)

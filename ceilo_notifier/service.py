@@ -1,0 +1,75 @@
+"""The notifier service: an RPC server on the notifier topic feeding the dispatcher.
+
+The class derives from oslo.service's backend-neutral ``ServiceBase`` so the
+same service runs on the threading backend (default) and on eventlet.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import oslo_messaging
+from oslo_config import cfg
+from oslo_log import log
+from oslo_service.backend import base
+
+from ceilo_notifier import dispatch, endpoint, rpc
+
+LOG = log.getLogger(__name__)
+
+
+class NotifierService(base.ServiceBase):
+    """Consumes the topic, host-topic and fanout queues of ``notifier_rpc_topic``."""
+
+    def __init__(self, conf: cfg.ConfigOpts, executor: str = "threading") -> None:
+        self.conf = conf
+        self.executor = executor
+        self.dispatcher: dispatch.Dispatcher | None = None
+        self.rpc_server: oslo_messaging.MessageHandlingServer | None = None
+        self.transport: oslo_messaging.Transport | None = None
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        """Build everything here, not in __init__: workers are forked after __init__."""
+        self._stopped.clear()
+        self.dispatcher = dispatch.Dispatcher(self.conf)
+        self.transport = rpc.get_transport(self.conf)
+        target = rpc.get_target(self.conf, server=self.conf.host)
+        self.rpc_server = oslo_messaging.get_rpc_server(
+            self.transport,
+            target,
+            [endpoint.NotifierEndpoint(self.conf, self.dispatcher)],
+            executor=self.executor,
+        )
+        self.rpc_server.start()
+        LOG.info(
+            "ceilo-notifier consuming topic %s (host %s, exchange %s) with plugins: %s",
+            target.topic, self.conf.host, self.conf.control_exchange,
+            ", ".join(sorted(self.dispatcher.plugins)),
+        )
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop consuming first, then give running deliveries the grace period."""
+        if self.rpc_server is not None:
+            try:
+                self.rpc_server.stop()
+                self.rpc_server.wait()
+            except Exception:
+                LOG.exception("Stopping the RPC server failed")
+            self.rpc_server = None
+        if self.dispatcher is not None:
+            unfinished = self.dispatcher.stop(self.conf.shutdown_grace_period if graceful else 0)
+            if unfinished:
+                LOG.warning("Stopped with %d deliveries unfinished", len(unfinished))
+            self.dispatcher = None
+        if self.transport is not None:
+            self.transport.cleanup()
+            self.transport = None
+        LOG.info("ceilo-notifier stopped")
+        self._stopped.set()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def reset(self) -> None:
+        """SIGHUP: options marked mutable are re-read by oslo.config; nothing to rebuild."""
