@@ -134,9 +134,7 @@ class _RetryTimer(threading.Thread):
     def run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopped and (
-                    not self._heap or self._heap[0][0] > time.monotonic()
-                ):
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
                     timeout = self._heap[0][0] - time.monotonic() if self._heap else None
                     self._cond.wait(timeout)
                 if self._stopped:
@@ -192,14 +190,22 @@ class Dispatcher:
         """Check one action and find its plugin; log and drop what cannot be delivered."""
         alarm_id = notification.alarm_id
         if not isinstance(action, str):
-            self._drop(alarm_id, repr(action)[:200], None, f"action is a {type(action).__name__}, "
-                       "not a string")
+            self._drop(
+                alarm_id,
+                repr(action)[:200],
+                None,
+                f"action is a {type(action).__name__}, not a string",
+            )
             return None
         masked = masking.mask_url(action)
         max_len = self.conf.alarm.max_action_length
         if len(action) > max_len:
-            self._drop(alarm_id, masked[:200] + "...", None,
-                       f"action is {len(action)} characters long, more than {max_len}")
+            self._drop(
+                alarm_id,
+                masked[:200] + "...",
+                None,
+                f"action is {len(action)} characters long, more than {max_len}",
+            )
             return None
         try:
             url = parse.urlsplit(action.strip())
@@ -213,12 +219,15 @@ class Dispatcher:
         plugin = self.plugins.get(url.scheme.lower())
         if plugin is None:
             known = ", ".join(sorted(self.plugins))
-            self._drop(alarm_id, masked, url.scheme,
-                       f"unknown scheme {url.scheme!r} (installed: {known})")
+            self._drop(
+                alarm_id, masked, url.scheme, f"unknown scheme {url.scheme!r} (installed: {known})"
+            )
             return None
         return Delivery(notification, action.strip(), url, plugin)
 
-    def dispatch(self, notification: AlarmNotification, actions: Sequence[object]) -> list[Delivery]:
+    def dispatch(
+        self, notification: AlarmNotification, actions: Sequence[object]
+    ) -> list[Delivery]:
         """Queue one delivery per valid action and return them at once."""
         deliveries = [d for d in (self.prepare(notification, a) for a in actions) if d]
         for delivery in deliveries:
@@ -272,8 +281,12 @@ class Dispatcher:
                 self._idle.notify_all()
 
     def _supersede(self, delivery: Delivery) -> None:
-        LOG.info("Alarm %s: delivery %s to %s superseded by a newer transition",
-                 delivery.notification.alarm_id, delivery.request_id, delivery.masked_action)
+        LOG.info(
+            "Alarm %s: delivery %s to %s superseded by a newer transition",
+            delivery.notification.alarm_id,
+            delivery.request_id,
+            delivery.masked_action,
+        )
         self._finish(delivery, events.SUPERSEDED, "superseded by a newer transition")
 
     # -- attempts ------------------------------------------------------------
@@ -302,8 +315,9 @@ class Dispatcher:
             outcome = events.FAILED
         except Exception as exc:
             delivery.status_code = None
-            error = masking.mask_text(f"plugin {type(delivery.plugin).__name__} raised "
-                                      f"{type(exc).__name__}: {exc}")
+            error = masking.mask_text(
+                f"plugin {type(delivery.plugin).__name__} raised {type(exc).__name__}: {exc}"
+            )
             outcome = events.FAILED
         delivery.duration = time.monotonic() - start
         self._log_attempt(delivery, outcome, error, delay)
@@ -337,12 +351,21 @@ class Dispatcher:
 
     def _drop(self, alarm_id: str, masked_action: str, scheme: str | None, cause: str) -> None:
         LOG.error("Alarm %s: action %s dropped: %s", alarm_id, masked_action, cause)
-        self._emit(events.DeliveryEvent(alarm_id=alarm_id, action=masked_action, scheme=scheme,
-                                        outcome=events.DROPPED, attempt=0, request_id=None,
-                                        error=cause))
+        self._emit(
+            events.DeliveryEvent(
+                alarm_id=alarm_id,
+                action=masked_action,
+                scheme=scheme,
+                outcome=events.DROPPED,
+                attempt=0,
+                request_id=None,
+                error=cause,
+            )
+        )
 
-    def _log_attempt(self, delivery: Delivery, outcome: str, error: str | None,
-                     delay: float | None) -> None:
+    def _log_attempt(
+        self, delivery: Delivery, outcome: str, error: str | None, delay: float | None
+    ) -> None:
         args = {
             "alarm": delivery.notification.alarm_id,
             "action": delivery.masked_action,
@@ -354,22 +377,35 @@ class Dispatcher:
             "rid": delivery.request_id,
         }
         if outcome == events.DELIVERED:
-            LOG.info("Alarm %(alarm)s delivered to %(action)s (status %(status)s, attempt "
-                     "%(attempt)d, %(ms).0f ms, %(rid)s)", args)
+            LOG.info(
+                "Alarm %(alarm)s delivered to %(action)s (status %(status)s, attempt "
+                "%(attempt)d, %(ms).0f ms, %(rid)s)",
+                args,
+            )
         elif outcome == events.RETRYING:
-            LOG.warning("Alarm %(alarm)s: attempt %(attempt)d to %(action)s failed: %(error)s; "
-                        "retrying in %(delay).1f s (%(rid)s)", args)
+            LOG.warning(
+                "Alarm %(alarm)s: attempt %(attempt)d to %(action)s failed: %(error)s; "
+                "retrying in %(delay).1f s (%(rid)s)",
+                args,
+            )
         else:
-            LOG.error("Alarm %(alarm)s: delivery to %(action)s failed after %(attempt)d "
-                      "attempt(s): %(error)s (%(rid)s)", args)
+            LOG.error(
+                "Alarm %(alarm)s: delivery to %(action)s failed after %(attempt)d "
+                "attempt(s): %(error)s (%(rid)s)",
+                args,
+            )
 
     def _emit(self, event: events.DeliveryEvent) -> None:
         for listener in self.listeners:
             try:
                 listener(event)
             except Exception:
-                LOG.exception("Event listener %r failed on %s for alarm %s",
-                              listener, event.outcome, event.alarm_id)
+                LOG.exception(
+                    "Event listener %r failed on %s for alarm %s",
+                    listener,
+                    event.outcome,
+                    event.alarm_id,
+                )
 
     # -- shutdown ------------------------------------------------------------
 
@@ -397,8 +433,12 @@ class Dispatcher:
         with self._lock:
             while self._running and time.monotonic() < deadline:
                 self._idle.wait(min(0.05, max(0.0, deadline - time.monotonic())))
-            unfinished = [d for line in self._keys.values()
-                          for d in (line.current, line.pending) if d is not None]
+            unfinished = [
+                d
+                for line in self._keys.values()
+                for d in (line.current, line.pending)
+                if d is not None
+            ]
         self._pool.shutdown(wait=False, cancel_futures=True)
         for plugin in self.plugins.values():
             try:

@@ -48,8 +48,13 @@ class AlarmValidator:
             value = str(value)
         limit = self.opts.max_field_length
         if len(value) > limit:
-            LOG.warning("Alarm %s: field %s is %d characters long, truncated to %d",
-                        alarm, name, len(value), limit)
+            LOG.warning(
+                "Alarm %s: field %s is %d characters long, truncated to %d",
+                alarm,
+                name,
+                len(value),
+                limit,
+            )
             value = value[:limit]
         return value
 
@@ -57,20 +62,31 @@ class AlarmValidator:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            LOG.warning("Alarm %s: reason_data is a %s, not a dict; sent as {\"value\": ...}",
-                        alarm, type(value).__name__)
+            LOG.warning(
+                'Alarm %s: reason_data is a %s, not a dict; sent as {"value": ...}',
+                alarm,
+                type(value).__name__,
+            )
             value = {"value": value}
         try:
             encoded = json.dumps(value)
         except (TypeError, ValueError) as exc:
-            LOG.warning("Alarm %s: reason_data is not JSON-serialisable (%s); "
-                        "unserialisable values sent as their text", alarm, exc)
+            LOG.warning(
+                "Alarm %s: reason_data is not JSON-serialisable (%s); "
+                "unserialisable values sent as their text",
+                alarm,
+                exc,
+            )
             value = json.loads(json.dumps(value, default=str, skipkeys=True))
             encoded = json.dumps(value)
         limit = self.opts.max_reason_data_size
         if len(encoded) > limit:
-            LOG.warning("Alarm %s: reason_data is %d bytes of JSON, more than %d; "
-                        "sent as an empty dict", alarm, len(encoded), limit)
+            LOG.warning(
+                "Alarm %s: reason_data is %d bytes of JSON, more than %d; sent as an empty dict",
+                alarm,
+                len(encoded),
+                limit,
+            )
             return {}
         return value
 
@@ -90,8 +106,13 @@ class AlarmValidator:
             raise InvalidAlarm("actions is an empty list")
         limit = self.opts.max_actions
         if len(actions) > limit:
-            LOG.error("Alarm %s: %d actions, more than max_actions=%d; the last %d dropped",
-                      alarm, len(actions), limit, len(actions) - limit)
+            LOG.error(
+                "Alarm %s: %d actions, more than max_actions=%d; the last %d dropped",
+                alarm,
+                len(actions),
+                limit,
+                len(actions) - limit,
+            )
             actions = actions[:limit]
         fields = {name: self._text(alarm, name, data.get(name)) for name in _TEXT_FIELDS}
         notification = AlarmNotification(
@@ -120,10 +141,13 @@ class NotifierEndpoint:
         try:
             notification, actions = self.validator.validate(data)
         except InvalidAlarm as exc:
-            LOG.error("Alarm %s: notification rejected: %s", _alarm_label(data), exc)
-            return []
-        except Exception:
-            LOG.exception("Alarm %s: notification could not be read", _alarm_label(data))
+            cause = str(exc)
+        except Exception as exc:
+            cause = f"unreadable ({type(exc).__name__}: {exc})"
+        else:
+            cause = None
+        if cause is not None:
+            LOG.error("Alarm %s: notification rejected: %s", _alarm_label(data), cause)
             return []
         try:
             return self.dispatcher.dispatch(notification, actions)

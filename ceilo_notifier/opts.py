@@ -22,8 +22,7 @@ DEFAULT_OPTS = [
         "workers",
         default=1,
         min=1,
-        help="Number of worker processes; each one is a full consumer of the "
-        "notifier queues.",
+        help="Number of worker processes; each one is a full consumer of the notifier queues.",
     ),
     cfg.FloatOpt(
         "shutdown_grace_period",
@@ -59,8 +58,7 @@ ALARM_OPTS = [
         "max_actions",
         default=100,
         min=1,
-        help="Largest number of actions handled for one alarm; the rest are "
-        "logged and dropped.",
+        help="Largest number of actions handled for one alarm; the rest are logged and dropped.",
     ),
     cfg.IntOpt(
         "max_action_length",
@@ -96,8 +94,7 @@ ALARM_OPTS = [
     ),
     cfg.StrOpt(
         "rest_notifier_ca_bundle_certificate_path",
-        help="CA bundle used to verify HTTPS webhooks instead of the system "
-        "trust store.",
+        help="CA bundle used to verify HTTPS webhooks instead of the system trust store.",
     ),
     cfg.BoolOpt(
         "rest_notifier_ssl_verify",

@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
 import oslo_messaging
+import oslo_messaging.opts
 from oslo_config import cfg
 from oslo_log import log
 
@@ -27,21 +29,24 @@ STATE_ACTIONS = {
 def register_messaging_opts(conf: cfg.ConfigOpts) -> None:
     """Register oslo.messaging's options on conf, private ConfigOpts included.
 
-    Some oslo.messaging releases register their tracing options on the global
-    ``cfg.CONF`` only; RPC clients built on any other ConfigOpts then fail
-    with NoSuchOptError unless they are registered here too.
+    Some oslo.messaging releases register their tracing and metrics options on
+    the global ``cfg.CONF`` only; clients built on any other ConfigOpts then
+    fail with NoSuchOptError unless they are registered here too.
     """
-    try:
-        from oslo_messaging._tracing import client as tracing
-    except ImportError:
-        return
-    options = getattr(tracing, "oslo_messaging_tracing", None)
-    if options is None:
-        return
-    try:
-        conf.register_opts(options, group="oslo_messaging_tracing")
-    except cfg.DuplicateOptError:
-        pass
+    for group, options in oslo_messaging.opts.list_opts():
+        conf.register_opts(options, group=group)
+    for module, name in (
+        ("oslo_messaging._tracing.client", "oslo_messaging_tracing"),
+        ("oslo_messaging._metrics.client", "oslo_messaging_metrics"),
+    ):
+        try:
+            options = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        try:
+            conf.register_opts(options, group=name)
+        except cfg.DuplicateOptError:
+            pass
 
 
 def get_transport(conf: cfg.ConfigOpts) -> oslo_messaging.Transport:

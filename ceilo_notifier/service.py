@@ -44,7 +44,9 @@ class NotifierService(base.ServiceBase):
         self.rpc_server.start()
         LOG.info(
             "ceilo-notifier consuming topic %s (host %s, exchange %s) with plugins: %s",
-            target.topic, self.conf.host, self.conf.control_exchange,
+            target.topic,
+            self.conf.host,
+            self.conf.control_exchange,
             ", ".join(sorted(self.dispatcher.plugins)),
         )
 

@@ -5,20 +5,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from oslo_service import backend
-
 from ceilo_notifier import cmd
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     conf = cmd.prepare(sys.argv[1:] if argv is None else argv)
-    backend.init_backend(backend.BackendType.THREADING)
     from oslo_service import service as os_service
 
     from ceilo_notifier.service import NotifierService
 
-    launcher = os_service.launch(conf, NotifierService(conf), workers=conf.workers,
-                                 restart_method="mutate")
+    launcher = os_service.launch(
+        conf, NotifierService(conf), workers=conf.workers, restart_method="mutate"
+    )
     code = launcher.wait()
     return int(code or 0)
 

@@ -59,6 +59,16 @@ def split_action(action: parse.SplitResult) -> tuple[str, tuple[str, str] | None
     return url, auth, verify
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason of a requests error, without urllib3's wrapping."""
+    reason = exc.args[0] if exc.args else exc
+    reason = getattr(reason, "reason", reason)
+    text = str(reason)
+    if "): " in text and text.startswith(("HTTPConnection(", "HTTPSConnection(")):
+        text = text.split("): ", 1)[1]
+    return text
+
+
 class RestAlarmNotifier(notifiers.AlarmNotifier):
     """One shared session: urllib3 keeps a connection pool per host."""
 
@@ -78,7 +88,10 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         if opts.rest_notifier_certificate_file:
             self.cert = opts.rest_notifier_certificate_file
             if opts.rest_notifier_certificate_key:
-                self.cert = (opts.rest_notifier_certificate_file, opts.rest_notifier_certificate_key)
+                self.cert = (
+                    opts.rest_notifier_certificate_file,
+                    opts.rest_notifier_certificate_key,
+                )
         self.user_agent = f"ceilo-notifier/{version.version_string()}"
 
     def _verify(self, override: bool | None) -> bool | str:
@@ -111,11 +124,11 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
                 allow_redirects=False,
             )
         except requests.exceptions.SSLError as exc:
-            raise notifiers.DeliveryError(f"TLS error: {exc}") from None
-        except requests.exceptions.Timeout as exc:
-            raise notifiers.RetryableError(f"timed out after {timeout}s: {exc}") from None
+            raise notifiers.DeliveryError(f"TLS error: {_root_cause(exc)}") from None
+        except requests.exceptions.Timeout:
+            raise notifiers.RetryableError(f"no answer within {timeout} s") from None
         except requests.exceptions.ConnectionError as exc:
-            raise notifiers.RetryableError(f"connection error: {exc}") from None
+            raise notifiers.RetryableError(f"connection error: {_root_cause(exc)}") from None
         except (requests.exceptions.RequestException, ValueError) as exc:
             raise notifiers.DeliveryError(f"request failed: {exc}") from None
         with response:

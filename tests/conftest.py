@@ -1,0 +1,186 @@
+"""Fixtures: a RabbitMQ vhost of this run, webhook servers, TLS material, notifier processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import ssl
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ceilo_notifier import cmd as _cmd  # noqa: F401 - selects oslo.service's threading backend
+from tests import helpers
+
+RABBIT_HOST = os.environ.get("CEILO_TEST_RABBIT_HOST", "127.0.0.1")
+RABBIT_PORT = int(os.environ.get("CEILO_TEST_RABBIT_PORT", "5672"))
+RABBIT_USER = os.environ.get("CEILO_TEST_RABBIT_USER", "guest")
+RABBIT_PASSWORD = os.environ.get("CEILO_TEST_RABBIT_PASSWORD", "guest")
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def rabbit_url():
+    """A vhost of this test run, removed at the end; its transport URL."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl not found: the tests need a RabbitMQ server (see README)")
+    vhost = f"ceilo-test-{uuid.uuid4().hex[:12]}"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, RABBIT_USER, ".*", ".*", ".*")
+        yield f"rabbit://{RABBIT_USER}:{RABBIT_PASSWORD}@{RABBIT_HOST}:{RABBIT_PORT}/{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture
+def topic():
+    return f"alarm_notifier_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def webhook():
+    server = helpers.Webhook()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as files."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1", "localhost")
+    client_cert = ca.issue_cert("ceilo-notifier-client@example.org")
+    d = tmp_path_factory.mktemp("tls")
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    client_cert.cert_chain_pems[0].write_to_path(str(d / "client.pem"))
+    client_cert.private_key_pem.write_to_path(str(d / "client.key"))
+    client_cert.private_key_and_cert_chain_pem.write_to_path(str(d / "client-combined.pem"))
+
+    class Tls:
+        ca_path = d / "ca.pem"
+        client_cert_path = d / "client.pem"
+        client_key_path = d / "client.key"
+        client_combined_path = d / "client-combined.pem"
+
+        @staticmethod
+        def server_context(require_client_cert: bool = False) -> ssl.SSLContext:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            server_cert.configure_cert(ctx)
+            if require_client_cert:
+                ca.configure_trust(ctx)
+                ctx.verify_mode = ssl.CERT_REQUIRED
+            return ctx
+
+    return Tls
+
+
+@pytest.fixture(scope="session")
+def https_webhook(tls):
+    server = helpers.Webhook(tls.server_context())
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def mtls_webhook(tls):
+    server = helpers.Webhook(tls.server_context(require_client_cert=True))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def start_notifier(tmp_path, rabbit_url):
+    """Start ceilo-notifier processes; every one is stopped after the test."""
+    started: list[helpers.NotifierProcess] = []
+
+    def start(
+        topic: str,
+        alarm: dict | None = None,
+        default: dict | None = None,
+        extra: dict | None = None,
+        debug: bool = False,
+        ready: bool = True,
+        env: dict | None = None,
+        name: str = "notifier",
+    ) -> helpers.NotifierProcess:
+        sections = {
+            "DEFAULT": {
+                "transport_url": rabbit_url,
+                "host": f"{name}-{uuid.uuid4().hex[:6]}",
+                "shutdown_grace_period": 5,
+                "graceful_shutdown_timeout": 20,
+                **(default or {}),
+            },
+            "alarm": {
+                "notifier_rpc_topic": topic,
+                "rest_notifier_timeout": 2,
+                "rest_notifier_retry_backoff": 0.05,
+                **(alarm or {}),
+            },
+            **(extra or {}),
+        }
+        config = helpers.write_config(tmp_path / f"{name}-{len(started)}.conf", sections)
+        proc = helpers.NotifierProcess(
+            config, tmp_path / f"{name}-{len(started)}.log", debug=debug, env=env
+        )
+        started.append(proc)
+        proc.config_path = config
+        proc.host = sections["DEFAULT"]["host"]
+        if ready:
+            proc.wait_ready(workers=int(sections["DEFAULT"].get("workers", 1)))
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop(timeout=20)
+
+
+@pytest.fixture
+def make_conf(rabbit_url):
+    """A private ConfigOpts with every ceilo-notifier option registered."""
+    from oslo_config import cfg
+
+    from ceilo_notifier import opts
+
+    def make(topic: str | None = None, alarm: dict | None = None, **default) -> cfg.ConfigOpts:
+        conf = cfg.ConfigOpts()
+        opts.register_opts(conf)
+        conf([], project="ceilo-notifier", default_config_files=[])
+        conf.set_override("transport_url", rabbit_url)
+        if topic:
+            conf.set_override("notifier_rpc_topic", topic, group="alarm")
+        for key, value in (alarm or {}).items():
+            conf.set_override(key, value, group="alarm")
+        for key, value in default.items():
+            conf.set_override(key, value)
+        return conf
+
+    return make
+
+
+@pytest.fixture
+def caster(make_conf):
+    """Cast notify_alarm exactly as an alarm evaluator does."""
+    from ceilo_notifier import rpc
+
+    made = []
+
+    def make(topic: str, **kw) -> rpc.RPCAlarmNotifier:
+        client = rpc.RPCAlarmNotifier(make_conf(topic, **kw))
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def pytest_configure(config):
+    Path(helpers.ROOT).joinpath(".pytest_cache").mkdir(exist_ok=True)

@@ -1,0 +1,255 @@
+"""Real peers for the tests: webhook servers and a notifier process."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from urllib import parse
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
+) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+@dataclasses.dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    received: float
+    client_cert: dict | None = None
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Behaviour is chosen by the path, so one server serves every case.
+
+    /ok/...                 200
+    /status/<code>/...      that status, always
+    /flaky/<n>/<code>/...   <code> for the first n requests of that path, then 200
+    /retry-after/<s>/...    503 with Retry-After: <s> once, then 200
+    /slow/<seconds>/...     200 after that many seconds
+    /hang/...               reads the request, never answers
+    /redirect/...           302 to /ok/redirected
+    """
+
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        url = parse.urlsplit(self.path)
+        cert = None
+        if isinstance(self.connection, ssl.SSLSocket):
+            cert = self.connection.getpeercert() or None
+        request = Request(
+            "POST",
+            url.path,
+            parse.parse_qs(url.query),
+            {k.lower(): v for k, v in self.headers.items()},
+            body,
+            time.monotonic(),
+            cert,
+        )
+        seen = self.server.record(request)
+        parts = url.path.strip("/").split("/")
+        kind = parts[0]
+        headers = {}
+        status = 200
+        if kind == "status":
+            status = int(parts[1])
+        elif kind == "flaky":
+            status = int(parts[2]) if seen <= int(parts[1]) else 200
+        elif kind == "retry-after":
+            if seen == 1:
+                status, headers = 503, {"Retry-After": parts[1]}
+        elif kind == "slow":
+            time.sleep(float(parts[1]))
+        elif kind == "hang":
+            self.server.hung.wait()
+            self.close_connection = True
+            return
+        elif kind == "redirect":
+            status, headers = 302, {"Location": "/ok/redirected"}
+        payload = b"{}"
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self, address, context: ssl.SSLContext | None = None):
+        super().__init__(address, _Handler)
+        self.context = context
+        self.requests: list[Request] = []
+        self.counts: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.hung = threading.Event()
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.context is not None:
+            sock = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            sock.settimeout(5)
+        return sock, addr
+
+    def handle_error(self, request, client_address):
+        pass  # failed TLS handshakes are expected in the TLS tests
+
+    def record(self, request: Request) -> int:
+        with self.lock:
+            self.requests.append(request)
+            self.counts[request.path] = self.counts.get(request.path, 0) + 1
+            return self.counts[request.path]
+
+
+class Webhook:
+    """A webhook receiver on 127.0.0.1 (HTTP, or HTTPS when given a context)."""
+
+    def __init__(self, context: ssl.SSLContext | None = None, host: str = "127.0.0.1"):
+        self.server = _Server((host, 0), context)
+        self.scheme = "https" if context else "http"
+        self.host = host
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "ok", userinfo: str = "", query: str = "") -> str:
+        path = f"{path.strip('/')}/{uuid.uuid4().hex[:8]}"
+        at = f"{userinfo}@" if userinfo else ""
+        return f"{self.scheme}://{at}{self.host}:{self.port}/{path}" + (
+            f"?{query}" if query else ""
+        )
+
+    def requests_for(self, url: str) -> list[Request]:
+        path = parse.urlsplit(url).path
+        with self.server.lock:
+            return [r for r in self.server.requests if r.path == path]
+
+    def wait_for(self, url: str, count: int = 1, timeout: float = 10.0) -> list[Request]:
+        wait_until(lambda: len(self.requests_for(url)) >= count, timeout)
+        return self.requests_for(url)
+
+    def close(self):
+        self.server.hung.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(path: Path, sections: dict[str, dict[str, object]]) -> Path:
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if isinstance(value, (list, tuple)):
+                lines.extend(f"{key} = {v}" for v in value)
+            else:
+                lines.append(f"{key} = {value}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+class NotifierProcess:
+    """``ceilo-notifier`` run as operators run it: a process, a config file, signals."""
+
+    READY = "ceilo-notifier consuming topic"
+
+    def __init__(
+        self,
+        config: Path,
+        log_path: Path,
+        debug: bool = False,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ):
+        self.log_path = log_path
+        cmd = [
+            sys.executable,
+            "-m",
+            "ceilo_notifier.cmd.notifier",
+            "--config-file",
+            str(config),
+            *args,
+        ]
+        if debug:
+            cmd.append("--debug")
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=str(ROOT),
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = 15.0, count: int = 1) -> bool:
+        regex = re.compile(pattern)
+        return bool(wait_until(lambda: len(regex.findall(self.log())) >= count, timeout, 0.05))
+
+    def wait_ready(self, timeout: float = 30.0, workers: int = 1) -> None:
+        if not self.wait_for_log(re.escape(self.READY), timeout, workers):
+            self.stop(timeout=5)
+            raise AssertionError(f"ceilo-notifier did not start:\n{self.log()}")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
