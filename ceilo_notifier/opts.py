@@ -41,18 +41,20 @@ ALARM_OPTS = [
     ),
     cfg.IntOpt(
         "dispatch_pool_size",
-        default=64,
+        default=512,
         min=1,
-        help="Threads that run deliveries. The consumer thread never waits "
-        "on a webhook; it hands actions to this pool.",
+        help="Most threads that run deliveries at once (started on demand). "
+        "The consumer thread never waits on a webhook; it hands actions to "
+        "this pool.",
     ),
     cfg.IntOpt(
         "per_host_concurrency",
-        default=8,
+        default=256,
         min=1,
-        help="Deliveries in flight at once to one webhook host. Further "
-        "deliveries to that host wait in its own queue, so a dead host "
-        "cannot take the whole pool.",
+        help="Deliveries in flight at once to one webhook host (scheme, host "
+        "and port). Further deliveries to that host wait in its own line, so "
+        "a dead host holds at most this many pool threads, each for at most "
+        "rest_notifier_timeout. Keep it below dispatch_pool_size.",
     ),
     cfg.IntOpt(
         "max_actions",

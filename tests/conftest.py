@@ -7,7 +7,6 @@ import shutil
 import ssl
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -143,7 +142,7 @@ def start_notifier(tmp_path, rabbit_url):
 
 
 @pytest.fixture
-def make_conf(rabbit_url):
+def make_conf():
     """A private ConfigOpts with every ceilo-notifier option registered."""
     from oslo_config import cfg
 
@@ -153,7 +152,6 @@ def make_conf(rabbit_url):
         conf = cfg.ConfigOpts()
         opts.register_opts(conf)
         conf([], project="ceilo-notifier", default_config_files=[])
-        conf.set_override("transport_url", rabbit_url)
         if topic:
             conf.set_override("notifier_rpc_topic", topic, group="alarm")
         for key, value in (alarm or {}).items():
@@ -166,21 +164,17 @@ def make_conf(rabbit_url):
 
 
 @pytest.fixture
-def caster(make_conf):
+def caster(make_conf, rabbit_url):
     """Cast notify_alarm exactly as an alarm evaluator does."""
     from ceilo_notifier import rpc
 
     made = []
 
     def make(topic: str, **kw) -> rpc.RPCAlarmNotifier:
-        client = rpc.RPCAlarmNotifier(make_conf(topic, **kw))
+        client = rpc.RPCAlarmNotifier(make_conf(topic, transport_url=rabbit_url, **kw))
         made.append(client)
         return client
 
     yield make
     for client in made:
         client.close()
-
-
-def pytest_configure(config):
-    Path(helpers.ROOT).joinpath(".pytest_cache").mkdir(exist_ok=True)

@@ -8,11 +8,15 @@ import time
 from urllib import parse
 
 import requests
+import urllib3
 from oslo_config import cfg
+from oslo_log import log
 from oslo_utils import strutils
 
 from ceilo_notifier import notifiers, version
 from ceilo_notifier.notification import AlarmNotification
+
+LOG = log.getLogger(__name__)
 
 VERIFY_PARAMS = ("ceilometer-alarm-ssl-verify", "aodh-alarm-ssl-verify")
 RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -93,6 +97,13 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
                     opts.rest_notifier_certificate_key,
                 )
         self.user_agent = f"ceilo-notifier/{version.version_string()}"
+        # urllib3 would warn on every unverified request; say it once instead.
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        if not opts.rest_notifier_ssl_verify:
+            LOG.warning(
+                "rest_notifier_ssl_verify is off: HTTPS webhooks are not verified "
+                "unless an action sets ceilometer-alarm-ssl-verify=1"
+            )
 
     def _verify(self, override: bool | None) -> bool | str:
         opts = self.conf.alarm

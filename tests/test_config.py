@@ -1,0 +1,60 @@
+"""The options and the sample configuration generated from them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from ceilo_notifier import opts
+from tests.helpers import ROOT
+
+GENERATOR = ROOT / "etc/ceilo-notifier/ceilo-notifier-config-generator.conf"
+SAMPLE = ROOT / "etc/ceilo-notifier/ceilo-notifier.conf.sample"
+
+
+def test_sample_config_is_generated_from_the_current_options(tmp_path):
+    out = tmp_path / "sample.conf"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "oslo_config.generator",
+            "--config-file",
+            str(GENERATOR),
+            "--output-file",
+            str(out),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
+    assert out.read_text() == SAMPLE.read_text(), (
+        "the sample is out of date; regenerate it with: oslo-config-generator "
+        "--config-file etc/ceilo-notifier/ceilo-notifier-config-generator.conf"
+    )
+
+
+def test_every_option_is_listed_and_documented():
+    listed = {(group, opt.name) for group, options in opts.list_opts() for opt in options}
+    assert ("alarm", "rest_notifier_max_retries") in listed
+    assert ("DEFAULT", "host") in listed
+    for _, options in opts.list_opts():
+        for opt in options:
+            assert opt.help and len(opt.help) > 20, opt.name
+
+
+def test_sample_documents_every_option_of_the_project():
+    sample = SAMPLE.read_text()
+    for group, options in opts.list_opts():
+        assert f"[{group}]" in sample
+        for opt in options:
+            assert f"\n#{opt.dest} =" in sample, opt.dest
+
+
+def test_entry_point_lists_the_options():
+    from importlib import metadata
+
+    (ep,) = [
+        e for e in metadata.entry_points(group="oslo.config.opts") if e.name == "ceilo_notifier"
+    ]
+    assert ep.load() is opts.list_opts

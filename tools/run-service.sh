@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Quick start: bring up RabbitMQ if needed and run ceilo-notifier in the foreground.
+# A local configuration is written to data/ceilo-notifier.conf on first use.
+source "$(dirname "$0")/bootstrap.sh"
+
+CONF=${CEILO_NOTIFIER_CONF:-$TOP/data/ceilo-notifier.conf}
+if [ ! -f "$CONF" ]; then
+    mkdir -p "$(dirname "$CONF")"
+    cat > "$CONF" <<CONF
+[DEFAULT]
+transport_url = rabbit://guest:guest@127.0.0.1:5672/
+
+[database]
+connection = sqlite:///$TOP/data/ceilo-notifier.sqlite
+CONF
+    echo "run-service: wrote $CONF" >&2
+fi
+exec "$VENV/bin/ceilo-notifier" --config-file "$CONF" "$@"
