@@ -109,9 +109,9 @@ ALARM_OPTS = [
         "rest_notifier_timeout",
         default=10.0,
         min=0.1,
-        help="Seconds to wait for a webhook to accept the connection and "
-        "for each read of its answer. A webhook can never hold a delivery "
-        "longer than this per attempt.",
+        help="Seconds to wait for a webhook to accept the connection, and "
+        "then for each read of its answer: a webhook that accepts and never "
+        "answers holds an attempt for at most this long.",
     ),
     cfg.IntOpt(
         "rest_notifier_max_retries",

@@ -58,3 +58,10 @@ def test_entry_point_lists_the_options():
         e for e in metadata.entry_points(group="oslo.config.opts") if e.name == "ceilo_notifier"
     ]
     assert ep.load() is opts.list_opts
+
+
+def test_readme_documents_every_option_of_the_project():
+    readme = (ROOT / "README.rst").read_text()
+    for _, options in opts.list_opts():
+        for opt in options:
+            assert f"``{opt.name}``" in readme, opt.name

@@ -52,7 +52,15 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ "$(cat "$_stamp" 2>/dev/null)" != "$_want" ]; then
     echo "bootstrap: installing ceilo-notifier and its test tools into $VENV" >&2
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -c tools/constraints.txt -e ".[test]"
+    _log=$(mktemp)
+    if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
+           "$VENV/bin/python" -m pip install -q -c tools/constraints.txt -e ".[test]"; } \
+           >"$_log" 2>&1; then
+        cat "$_log" >&2
+        rm -f "$_log"
+        echo "bootstrap: installing into $VENV failed" >&2
+        exit 1
+    fi
+    rm -f "$_log"
     echo "$_want" > "$_stamp"
 fi
