@@ -3,6 +3,6 @@
 # (started if absent) and PostgreSQL when one is reachable on 127.0.0.1:5432.
 source "$(dirname "$0")/bootstrap.sh"
 
-"$VENV/bin/ruff" check ceilo_notifier tests bench examples
+"$VENV/bin/ruff" check --quiet .
 # pytest exits non-zero when a test fails and also when no test was collected.
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
