@@ -29,6 +29,7 @@ from oslo_log import log
 from stevedore import extension
 
 from ceilo_notifier import events, masking, notifiers, retry
+from ceilo_notifier.journal import Journal, Record
 from ceilo_notifier.notification import AlarmNotification
 
 LOG = log.getLogger(__name__)
@@ -78,7 +79,9 @@ class Delivery:
         """Block until the delivery has a final outcome; True if it has."""
         return self._done.wait(timeout)
 
-    def event(self, outcome: str, error: str | None = None) -> events.DeliveryEvent:
+    def event(
+        self, outcome: str, error: str | None = None, next_attempt_in: float | None = None
+    ) -> events.DeliveryEvent:
         return events.DeliveryEvent(
             alarm_id=self.notification.alarm_id,
             action=self.masked_action,
@@ -89,17 +92,33 @@ class Delivery:
             status_code=self.status_code,
             duration=self.duration,
             error=error,
+            next_attempt_in=next_attempt_in,
         )
+
+    def journal_row(self) -> dict:
+        return {
+            "request_id": self.request_id,
+            "alarm_id": self.notification.alarm_id,
+            "action": self.action,
+            "action_masked": self.masked_action,
+            "scheme": self.url.scheme,
+            "notification": self.notification.body(),
+            "attempts": self.attempt,
+        }
+
+
+class JournalUnavailable(Exception):
+    """The deliveries could not be written to the journal before their first attempt."""
 
 
 class _KeyLine:
-    """Deliveries of one alarm to one action: the current one and the newest waiting."""
+    """Deliveries of one alarm to one action: the current one, then the rest in order."""
 
     __slots__ = ("current", "pending")
 
     def __init__(self, current: Delivery) -> None:
         self.current = current
-        self.pending: Delivery | None = None
+        self.pending: collections.deque[Delivery] = collections.deque()
 
 
 class _HostLine:
@@ -166,8 +185,10 @@ class Dispatcher:
         conf: cfg.ConfigOpts,
         listeners: Iterable[Listener] = (),
         plugins: dict[str, notifiers.AlarmNotifier] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.conf = conf
+        self.journal = journal
         self.plugins = load_plugins(conf) if plugins is None else plugins
         self.listeners = list(listeners)
         self.policy = retry.RetryPolicy.from_conf(conf)
@@ -226,30 +247,77 @@ class Dispatcher:
         return Delivery(notification, action.strip(), url, plugin)
 
     def dispatch(
-        self, notification: AlarmNotification, actions: Sequence[object]
+        self, notification: AlarmNotification, actions: Sequence[object], strict: bool = False
     ) -> list[Delivery]:
-        """Queue one delivery per valid action and return them at once."""
+        """Journal one delivery per valid action, queue them, and return at once.
+
+        :param strict: raise JournalUnavailable when the journal cannot be
+            written (the caller can then requeue); otherwise log it and
+            deliver anyway, since a delivery without a record beats none.
+        """
         deliveries = [d for d in (self.prepare(notification, a) for a in actions) if d]
+        if self.journal is not None and deliveries:
+            try:
+                self.journal.record_new([d.journal_row() for d in deliveries])
+            except Exception as exc:
+                if strict:
+                    raise JournalUnavailable(str(exc)) from exc
+                LOG.error(
+                    "Alarm %s: journal unavailable (%s); delivering %d action(s) without a record",
+                    notification.alarm_id,
+                    type(exc).__name__,
+                    len(deliveries),
+                )
         for delivery in deliveries:
             self.submit(delivery)
         return deliveries
 
-    def submit(self, delivery: Delivery) -> None:
+    def resume(self, records: Iterable[Record]) -> list[Delivery]:
+        """Continue deliveries that were journaled but not finished."""
+        resumed = []
+        now = time.time()
+        for record in records:
+            notification = AlarmNotification(**record.notification)
+            delivery = self.prepare(notification, record.action)
+            if delivery is None:
+                continue
+            delivery.request_id = record.request_id
+            delivery.notification = notification.for_delivery(record.request_id)
+            delivery.attempt = record.attempts
+            age = max(0.0, now - record.created_at.timestamp())
+            delivery.first_attempt = time.monotonic() - age
+            delay = 0.0
+            if record.next_attempt_at is not None:
+                delay = max(0.0, record.next_attempt_at.timestamp() - now)
+            self.submit(delivery, delay)
+            resumed.append(delivery)
+        return resumed
+
+    def submit(self, delivery: Delivery, delay: float = 0.0) -> None:
+        """Queue a delivery behind earlier ones of its alarm and action.
+
+        A newer delivery supersedes one that is waiting for its retry.
+        """
         with self._lock:
             line = self._keys.get(delivery.key)
             if line is None:
                 self._keys[delivery.key] = _KeyLine(delivery)
-                self._ready(delivery)
+                self._start(delivery, delay)
             elif line.current.state == _WAITING:
                 self._supersede(line.current)
                 line.current = delivery
-                self._ready(delivery)
+                self._start(delivery, delay)
             else:
-                if line.pending is not None:
-                    self._supersede(line.pending)
-                line.pending = delivery
+                line.pending.append(delivery)
 
     # -- scheduling (called with the lock held) -----------------------------
+
+    def _start(self, delivery: Delivery, delay: float) -> None:
+        if delay > 0:
+            delivery.state = _WAITING
+            self._timer.schedule(delay, delivery)
+        else:
+            self._ready(delivery)
 
     def _ready(self, delivery: Delivery) -> None:
         delivery.state = _QUEUED
@@ -272,8 +340,8 @@ class Dispatcher:
 
     def _next_of_key(self, delivery: Delivery) -> None:
         line = self._keys[delivery.key]
-        if line.pending is not None:
-            line.current, line.pending = line.pending, None
+        if line.pending:
+            line.current = line.pending.popleft()
             self._ready(line.current)
         else:
             del self._keys[delivery.key]
@@ -325,13 +393,13 @@ class Dispatcher:
             self._release_host(delivery)
             if outcome == events.RETRYING:
                 line = self._keys[delivery.key]
-                if line.pending is not None:
+                if line.pending:
                     self._supersede(delivery)
-                    line.current, line.pending = line.pending, None
+                    line.current = line.pending.popleft()
                     self._ready(line.current)
                     return
                 delivery.state = _WAITING
-                self._emit(delivery.event(outcome, error))
+                self._emit(delivery.event(outcome, error, delay))
                 self._timer.schedule(delay, delivery)
                 return
             self._finish(delivery, outcome, error)
@@ -436,7 +504,7 @@ class Dispatcher:
             unfinished = [
                 d
                 for line in self._keys.values()
-                for d in (line.current, line.pending)
+                for d in (line.current, *line.pending)
                 if d is not None
             ]
         self._pool.shutdown(wait=False, cancel_futures=True)

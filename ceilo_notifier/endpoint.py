@@ -15,7 +15,7 @@ from oslo_config import cfg
 from oslo_log import log
 
 from ceilo_notifier import masking
-from ceilo_notifier.dispatch import Delivery, Dispatcher
+from ceilo_notifier.dispatch import Delivery, Dispatcher, JournalUnavailable
 from ceilo_notifier.notification import AlarmNotification
 
 LOG = log.getLogger(__name__)
@@ -136,8 +136,12 @@ class NotifierEndpoint:
         """The RPC method; casts carry no answer back, so it returns nothing."""
         self.handle(data)
 
-    def handle(self, data: object) -> list[Delivery]:
-        """Validate and dispatch; returns the deliveries queued."""
+    def handle(self, data: object, strict: bool = False) -> list[Delivery]:
+        """Validate and dispatch; returns the deliveries queued.
+
+        With ``strict``, a journal failure propagates (JournalUnavailable) so
+        that the caller can requeue the message instead of acknowledging it.
+        """
         try:
             notification, actions = self.validator.validate(data)
         except InvalidAlarm as exc:
@@ -150,7 +154,9 @@ class NotifierEndpoint:
             LOG.error("Alarm %s: notification rejected: %s", _alarm_label(data), cause)
             return []
         try:
-            return self.dispatcher.dispatch(notification, actions)
+            return self.dispatcher.dispatch(notification, actions, strict=strict)
+        except JournalUnavailable:
+            raise
         except Exception:
             LOG.exception("Alarm %s: dispatching failed", notification.alarm_id)
             return []

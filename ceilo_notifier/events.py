@@ -29,6 +29,7 @@ class DeliveryEvent:
     status_code: int | None = None
     duration: float | None = None
     error: str | None = None
+    next_attempt_in: float | None = None
     timestamp: datetime.datetime = dataclasses.field(
         default_factory=lambda: datetime.datetime.now(datetime.timezone.utc)
     )

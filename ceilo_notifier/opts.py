@@ -24,6 +24,18 @@ DEFAULT_OPTS = [
         min=1,
         help="Number of worker processes; each one is a full consumer of the notifier queues.",
     ),
+    cfg.MultiStrOpt(
+        "event_dispatchers",
+        default=["database"],
+        help="Where delivery events go: database (the journal), message "
+        "(versioned notifications) or any dispatcher installed in the "
+        "ceilo_notifier.dispatchers namespace. Repeat for several.",
+    ),
+    cfg.StrOpt(
+        "state_path",
+        default="/var/lib/ceilo-notifier",
+        help="Directory for the service's own files (the default journal).",
+    ),
     cfg.FloatOpt(
         "shutdown_grace_period",
         default=10.0,
@@ -105,6 +117,15 @@ ALARM_OPTS = [
         "override this with the query parameter "
         "ceilometer-alarm-ssl-verify=0|1 (or aodh-alarm-ssl-verify).",
     ),
+    cfg.ListOpt(
+        "rest_notifier_signing_keys",
+        default=[],
+        secret=True,
+        help="Standard Webhooks secrets (whsec_<base64>). When set, every "
+        "request carries webhook-id (the delivery id), webhook-timestamp and "
+        "webhook-signature with one v1 signature per key, so a receiver can "
+        "rotate keys without missing a notification.",
+    ),
     cfg.FloatOpt(
         "rest_notifier_timeout",
         default=10.0,
@@ -144,9 +165,20 @@ ALARM_OPTS = [
     ),
 ]
 
+DATABASE_OPTS = [
+    cfg.StrOpt(
+        "connection",
+        default="sqlite:///$state_path/ceilo-notifier.sqlite",
+        secret=True,
+        help="SQLAlchemy URL of the journal: a SQLite file by default, "
+        "postgresql+psycopg2://user:password@host/db for production.",
+    ),
+]
+
 ALL_GROUPS = (
     (None, DEFAULT_OPTS),
     ("alarm", ALARM_OPTS),
+    ("database", DATABASE_OPTS),
 )
 
 

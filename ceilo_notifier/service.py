@@ -13,7 +13,8 @@ from oslo_config import cfg
 from oslo_log import log
 from oslo_service.backend import base
 
-from ceilo_notifier import dispatch, endpoint, rpc
+from ceilo_notifier import dispatch, dispatchers, endpoint, journal, rpc
+from ceilo_notifier.dispatchers import database
 
 LOG = log.getLogger(__name__)
 
@@ -24,6 +25,10 @@ class NotifierService(base.ServiceBase):
     def __init__(self, conf: cfg.ConfigOpts, executor: str = "threading") -> None:
         self.conf = conf
         self.executor = executor
+        # Made before workers fork: all workers of one start share it, and a
+        # later start resumes what this one left unfinished.
+        self.launch = journal.new_launch()
+        self.backends: list[dispatchers.EventBackend] = []
         self.dispatcher: dispatch.Dispatcher | None = None
         self.rpc_server: oslo_messaging.MessageHandlingServer | None = None
         self.transport: oslo_messaging.Transport | None = None
@@ -32,7 +37,22 @@ class NotifierService(base.ServiceBase):
     def start(self) -> None:
         """Build everything here, not in __init__: workers are forked after __init__."""
         self._stopped.clear()
-        self.dispatcher = dispatch.Dispatcher(self.conf)
+        owner = journal.owner_tag(self.conf.host, self.launch)
+        self.backends = dispatchers.load(self.conf)
+        the_journal = None
+        for backend in self.backends:
+            if isinstance(backend, database.DatabaseBackend):
+                backend.start(owner)
+                the_journal = backend.journal
+            else:
+                backend.start()
+        self.dispatcher = dispatch.Dispatcher(
+            self.conf, listeners=[dispatchers.listener(self.backends)], journal=the_journal
+        )
+        if the_journal is not None:
+            resumed = self.dispatcher.resume(the_journal.claim_open(self.conf.host, self.launch))
+            if resumed:
+                LOG.info("Resumed %d unfinished deliveries from the journal", len(resumed))
         self.transport = rpc.get_transport(self.conf)
         target = rpc.get_target(self.conf, server=self.conf.host)
         self.rpc_server = oslo_messaging.get_rpc_server(
@@ -62,8 +82,18 @@ class NotifierService(base.ServiceBase):
         if self.dispatcher is not None:
             unfinished = self.dispatcher.stop(self.conf.shutdown_grace_period if graceful else 0)
             if unfinished:
-                LOG.warning("Stopped with %d deliveries unfinished", len(unfinished))
+                LOG.warning(
+                    "Stopped with %d deliveries unfinished; they stay in the journal "
+                    "and resume at the next start",
+                    len(unfinished),
+                )
             self.dispatcher = None
+        for backend in self.backends:
+            try:
+                backend.stop()
+            except Exception:
+                LOG.exception("Stopping event dispatcher %s failed", type(backend).__name__)
+        self.backends = []
         if self.transport is not None:
             self.transport.cleanup()
             self.transport = None

@@ -125,6 +125,9 @@ def start_notifier(tmp_path, rabbit_url):
             },
             **(extra or {}),
         }
+        sections.setdefault("database", {}).setdefault(
+            "connection", f"sqlite:///{tmp_path}/{name}-journal.sqlite"
+        )
         config = helpers.write_config(tmp_path / f"{name}-{len(started)}.conf", sections)
         proc = helpers.NotifierProcess(
             config, tmp_path / f"{name}-{len(started)}.log", debug=debug, env=env
@@ -142,7 +145,7 @@ def start_notifier(tmp_path, rabbit_url):
 
 
 @pytest.fixture
-def make_conf():
+def make_conf(tmp_path):
     """A private ConfigOpts with every ceilo-notifier option registered."""
     from oslo_config import cfg
 
@@ -152,6 +155,7 @@ def make_conf():
         conf = cfg.ConfigOpts()
         opts.register_opts(conf)
         conf([], project="ceilo-notifier", default_config_files=[])
+        conf.set_override("state_path", str(tmp_path))
         if topic:
             conf.set_override("notifier_rpc_topic", topic, group="alarm")
         for key, value in (alarm or {}).items():

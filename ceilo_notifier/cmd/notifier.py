@@ -12,7 +12,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     conf = cmd.prepare(sys.argv[1:] if argv is None else argv)
     from oslo_service import service as os_service
 
+    from ceilo_notifier import journal
     from ceilo_notifier.service import NotifierService
+
+    if "database" in conf.event_dispatchers:
+        # Once, in the parent, before any worker opens the journal.
+        journal.upgrade(conf.database.connection)
 
     launcher = os_service.launch(
         conf, NotifierService(conf), workers=conf.workers, restart_method="mutate"

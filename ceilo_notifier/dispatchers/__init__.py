@@ -1,0 +1,89 @@
+"""Event dispatchers: where delivery events go (after Senlin's event dispatchers).
+
+Every name in ``[DEFAULT] event_dispatchers`` is loaded from the stevedore
+namespace ``ceilo_notifier.dispatchers`` and receives every event through
+``dump``. Third parties add their own by subclassing ``EventBackend``.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Sequence
+
+from oslo_config import cfg
+from oslo_log import log
+from stevedore import named
+
+from ceilo_notifier import events
+
+LOG = log.getLogger(__name__)
+
+NAMESPACE = "ceilo_notifier.dispatchers"
+
+LEVELS = {
+    events.DELIVERED: logging.INFO,
+    events.SUPERSEDED: logging.INFO,
+    events.RETRYING: logging.WARNING,
+    events.FAILED: logging.ERROR,
+    events.DROPPED: logging.ERROR,
+}
+
+
+class EventBackend(abc.ABC):
+    """Receives every delivery event. ``dump`` is called from many threads and
+    must not block for long: the dispatcher calls it on its way to the next
+    delivery."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+
+    @abc.abstractmethod
+    def dump(self, level: int, event: events.DeliveryEvent) -> None:
+        """Record one event; ``level`` is a logging level (INFO, WARNING, ERROR)."""
+
+    def start(self) -> None:  # noqa: B027 - optional hook
+        """Called in the worker process before the first event."""
+
+    def stop(self) -> None:  # noqa: B027 - optional hook
+        """Flush and release resources; called once, after the last event."""
+
+
+def load(conf: cfg.ConfigOpts, names: Sequence[str] | None = None) -> list[EventBackend]:
+    """The event dispatchers named in ``event_dispatchers``, instantiated."""
+    names = list(conf.event_dispatchers if names is None else names)
+
+    def missing(missing_names):
+        LOG.error("Event dispatchers not installed, ignored: %s", ", ".join(missing_names))
+
+    manager = named.NamedExtensionManager(
+        NAMESPACE,
+        names,
+        invoke_on_load=True,
+        invoke_args=(conf,),
+        name_order=True,
+        on_missing_entrypoints_callback=missing,
+        on_load_failure_callback=lambda _m, ep, exc: LOG.error(
+            "Event dispatcher %s could not be loaded: %s", ep, exc
+        ),
+    )
+    return [ext.obj for ext in manager]
+
+
+def listener(backends: Sequence[EventBackend]):
+    """One callable for the dispatcher that fans an event out to every backend."""
+
+    def dump(event: events.DeliveryEvent) -> None:
+        level = LEVELS.get(event.outcome, logging.INFO)
+        for backend in backends:
+            try:
+                backend.dump(level, event)
+            except Exception:
+                LOG.exception(
+                    "Event dispatcher %s failed on %s of alarm %s",
+                    type(backend).__name__,
+                    event.outcome,
+                    event.alarm_id,
+                )
+
+    return dump

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import hashlib
+import hmac
 import json
 import time
 from urllib import parse
@@ -63,6 +66,34 @@ def split_action(action: parse.SplitResult) -> tuple[str, tuple[str, str] | None
     return url, auth, verify
 
 
+def decode_signing_key(secret: str) -> bytes:
+    """The bytes of a Standard Webhooks secret (``whsec_`` + base64)."""
+    encoded = secret.strip()
+    if encoded.startswith("whsec_"):
+        encoded = encoded[len("whsec_") :]
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise ValueError("rest_notifier_signing_keys: a key is not whsec_<base64>") from None
+
+
+def sign(
+    keys: list[bytes], message_id: str, body: bytes, timestamp: int | None = None
+) -> dict[str, str]:
+    """Standard Webhooks headers: one ``v1,`` signature per key, for rotation."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    signatures = " ".join(
+        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+        for key in keys
+    )
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signatures,
+    }
+
+
 def _root_cause(exc: BaseException) -> str:
     """The innermost reason of a requests error, without urllib3's wrapping."""
     reason = exc.args[0] if exc.args else exc
@@ -97,6 +128,7 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
                     opts.rest_notifier_certificate_key,
                 )
         self.user_agent = f"ceilo-notifier/{version.version_string()}"
+        self.signing_keys = [decode_signing_key(k) for k in opts.rest_notifier_signing_keys]
         # urllib3 would warn on every unverified request; say it once instead.
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         if not opts.rest_notifier_ssl_verify:
@@ -113,11 +145,14 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         return verify
 
     def headers(self, notification: AlarmNotification, body: bytes) -> dict[str, str]:
-        return {
+        headers = {
             "Content-Type": "application/json",
             "X-OpenStack-Request-Id": notification.request_id or "",
             "User-Agent": self.user_agent,
         }
+        if self.signing_keys:
+            headers.update(sign(self.signing_keys, notification.request_id or "", body))
+        return headers
 
     def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> int:
         url, auth, verify = split_action(action)

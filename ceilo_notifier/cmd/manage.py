@@ -1,0 +1,204 @@
+"""``ceilo-notifier-manage``: read and tend the journal.
+
+ceilo-notifier-manage --config-file F history [--alarm-id A] [--outcome O]
+                                              [--since 2h] [--until ISO] [--limit N]
+ceilo-notifier-manage --config-file F failed [same filters]
+ceilo-notifier-manage --config-file F replay [--alarm-id A] [--request-id R ...]
+ceilo-notifier-manage --config-file F purge --older-than DAYS
+ceilo-notifier-manage --config-file F upgrade
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+import sys
+from collections.abc import Sequence
+
+from oslo_config import cfg
+
+from ceilo_notifier import cmd, events, journal
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    """An ISO 8601 time, or an age such as 30m, 2h, 7d (that long ago)."""
+    if not value:
+        return None
+    match = _DURATION.match(value.strip())
+    if match:
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        return journal.utcnow() - datetime.timedelta(seconds=seconds)
+    try:
+        when = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise SystemExit(f"not a time or an age (like 2h, 7d): {value!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+
+
+def _add_filters(parser, outcome: bool = True) -> None:
+    parser.add_argument("--alarm-id", help="only this alarm")
+    if outcome:
+        parser.add_argument(
+            "--outcome",
+            action="append",
+            choices=[journal.PENDING, *events.OUTCOMES],
+            help="only deliveries in this state; repeat for several",
+        )
+    parser.add_argument("--since", help="accepted at or after: ISO time, or an age like 2h")
+    parser.add_argument("--until", help="accepted before: ISO time, or an age like 30m")
+    parser.add_argument("--limit", type=int, default=100, help="rows at most (default 100)")
+
+
+def add_parsers(subparsers) -> None:
+    history = subparsers.add_parser("history", help="list deliveries, newest first")
+    _add_filters(history)
+    history.add_argument("--events", action="store_true", help="also list every attempt")
+    failed = subparsers.add_parser("failed", help="list failed deliveries")
+    _add_filters(failed, outcome=False)
+    failed.add_argument("--events", action="store_true", help="also list every attempt")
+    replay = subparsers.add_parser("replay", help="deliver failed deliveries again")
+    _add_filters(replay, outcome=False)
+    replay.add_argument("--request-id", action="append", help="only this delivery; repeatable")
+    purge = subparsers.add_parser("purge", help="delete finished deliveries older than N days")
+    purge.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+    subparsers.add_parser("upgrade", help="create or migrate the journal's schema")
+
+
+COMMAND = cfg.SubCommandOpt("command", title="commands", handler=add_parsers)
+
+
+def _table(rows: list[list[str]], headers: list[str], out) -> None:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), file=out)
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+def _when(value: datetime.datetime | None) -> str:
+    return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def show(
+    records: list[journal.Record], the_journal: journal.Journal, with_events: bool, out=sys.stdout
+) -> None:
+    rows = [
+        [
+            _when(r.created_at),
+            r.alarm_id,
+            r.action_masked,
+            r.state,
+            str(r.attempts),
+            "-" if r.status_code is None else str(r.status_code),
+            r.request_id,
+            (r.error or "")[:80],
+        ]
+        for r in records
+    ]
+    _table(
+        rows,
+        ["ACCEPTED (UTC)", "ALARM", "ACTION", "STATE", "ATTEMPTS", "STATUS", "REQUEST ID", "ERROR"],
+        out,
+    )
+    if with_events:
+        for r in records:
+            print(f"\n{r.request_id} {r.action_masked}", file=out)
+            for e in the_journal.events_of(r.request_id):
+                took = "-" if e["duration"] is None else f"{e['duration'] * 1000:.0f} ms"
+                print(
+                    f"  {_when(e['timestamp'])}  attempt {e['attempt']}  {e['outcome']:<10}"
+                    f"  {e['status_code'] or '-'}  {took}  {e['error'] or ''}",
+                    file=out,
+                )
+    print(f"\n{len(records)} deliveries", file=out)
+
+
+def replay(
+    conf: cfg.ConfigOpts,
+    the_journal: journal.Journal,
+    records: list[journal.Record],
+    out=sys.stdout,
+) -> int:
+    """Deliver failed deliveries again, here, journaling every attempt."""
+    from ceilo_notifier import dispatch, dispatchers
+    from ceilo_notifier.dispatchers import database
+
+    claimed = the_journal.claim([r.request_id for r in records], [events.FAILED])
+    if not claimed:
+        print("nothing to replay", file=out)
+        return 0
+    backend = database.DatabaseBackend(conf)
+    backend.start(the_journal.owner)
+    total, done = len(claimed), []
+
+    def progress(event: events.DeliveryEvent) -> None:
+        if event.final:
+            done.append(event)
+            print(
+                f"[{len(done)}/{total}] {event.request_id} {event.action} -> {event.outcome}"
+                f"{'' if event.status_code is None else f' ({event.status_code})'}"
+                f"{f': {event.error}' if event.error else ''}",
+                file=out,
+                flush=True,
+            )
+
+    dispatcher = dispatch.Dispatcher(
+        conf, listeners=[dispatchers.listener([backend]), progress], journal=None
+    )
+    try:
+        for record in claimed:
+            dispatcher.resume([dataclasses.replace(record, attempts=0, next_attempt_at=None)])
+        dispatcher.wait_idle()
+    finally:
+        dispatcher.stop()
+        backend.flush()
+        backend.stop()
+    delivered = sum(e.outcome == events.DELIVERED for e in done)
+    print(f"replayed {total}: {delivered} delivered, {total - delivered} not", file=out)
+    return 0 if delivered == total else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    conf = cmd.prepare(sys.argv[1:] if argv is None else argv, cli_opts=[COMMAND])
+    url = conf.database.connection
+    command = conf.command.name
+    if command == "upgrade":
+        journal.upgrade(url)
+        print("journal schema is up to date")
+        return 0
+    journal.upgrade(url)
+    the_journal = journal.Journal(url, journal.owner_tag(conf.host, "manage"))
+    try:
+        if command == "purge":
+            before = journal.utcnow() - datetime.timedelta(days=conf.command.older_than)
+            count = the_journal.purge(before)
+            print(f"purged {count} finished deliveries older than {conf.command.older_than:g} days")
+            return 0
+        states = getattr(conf.command, "outcome", None)
+        if command in ("failed", "replay"):
+            states = [events.FAILED]
+        records = the_journal.find(
+            alarm_id=conf.command.alarm_id,
+            states=states,
+            since=parse_time(conf.command.since),
+            until=parse_time(conf.command.until),
+            limit=conf.command.limit,
+        )
+        if command == "replay":
+            wanted = conf.command.request_id
+            if wanted:
+                records = [r for r in records if r.request_id in wanted]
+            return replay(conf, the_journal, records)
+        show(records, the_journal, conf.command.events)
+        return 0
+    finally:
+        the_journal.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

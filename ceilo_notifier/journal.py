@@ -1,0 +1,343 @@
+"""The journal: every delivery and every attempt, in a SQL database.
+
+A delivery is written before its first attempt and updated by each of its
+events, so a service that stops (SIGTERM, a crash, ``kill -9``) finds on its
+next start what was still pending or waiting for a retry and resumes it. A
+delivery is owned by the ``host`` that accepted it: instances sharing one
+database never resume each other's work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from oslo_log import log
+
+from ceilo_notifier import events
+
+LOG = log.getLogger(__name__)
+
+PENDING = "pending"
+OPEN_STATES = (PENDING, events.RETRYING)
+
+metadata = sa.MetaData()
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("alarm_id", sa.String(255), nullable=False, index=True),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("action_masked", sa.Text, nullable=False),
+    sa.Column("scheme", sa.String(64)),
+    sa.Column("notification", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("owner", sa.String(255), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+)
+
+delivery_events = sa.Table(
+    "delivery_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), index=True),
+    sa.Column("alarm_id", sa.String(255), index=True),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("scheme", sa.String(64)),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("duration", sa.Float),
+    sa.Column("error", sa.Text),
+    sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _aware(value: datetime.datetime | None) -> datetime.datetime | None:
+    """SQLite hands back naive datetimes; everything here is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=datetime.timezone.utc)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """A delivery as the journal knows it."""
+
+    request_id: str
+    alarm_id: str
+    action: str
+    action_masked: str
+    scheme: str | None
+    notification: dict[str, Any]
+    state: str
+    attempts: int
+    status_code: int | None
+    error: str | None
+    owner: str
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+    next_attempt_at: datetime.datetime | None
+
+    @classmethod
+    def from_row(cls, row: sa.Row) -> Record:
+        data = dict(row._mapping)
+        data["notification"] = json.loads(data["notification"])
+        for key in ("created_at", "updated_at", "next_attempt_at"):
+            data[key] = _aware(data[key])
+        return cls(**data)
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine tuned for many small transactions from many threads."""
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+class Journal:
+    def __init__(self, url: str, owner: str) -> None:
+        self.url = url
+        self.owner = owner
+        self.engine = make_engine(url)
+
+    # -- writes from the dispatcher -----------------------------------------
+
+    def record_new(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Write deliveries before their first attempt, all in one transaction."""
+        if not rows:
+            return
+        now = utcnow()
+        values = [
+            {
+                **row,
+                "notification": json.dumps(row["notification"]),
+                "state": PENDING,
+                "attempts": row.get("attempts", 0),
+                "owner": self.owner,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for row in rows
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(deliveries.insert(), values)
+
+    def record_events(self, batch: Iterable[tuple[events.DeliveryEvent, float | None]]) -> None:
+        """Append events and move their deliveries on, in one transaction.
+
+        Each item is (event, seconds until the next attempt, for a retrying one).
+        """
+        batch = list(batch)
+        if not batch:
+            return
+        rows = []
+        with self.engine.begin() as conn:
+            for event, delay in batch:
+                rows.append(
+                    {
+                        "request_id": event.request_id,
+                        "alarm_id": event.alarm_id,
+                        "action": event.action,
+                        "scheme": event.scheme,
+                        "outcome": event.outcome,
+                        "attempt": event.attempt,
+                        "status_code": event.status_code,
+                        "duration": event.duration,
+                        "error": event.error,
+                        "timestamp": event.timestamp,
+                    }
+                )
+                if event.request_id is None:
+                    continue
+                next_at = None
+                if delay is not None:
+                    next_at = event.timestamp + datetime.timedelta(seconds=delay)
+                conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.request_id == event.request_id)
+                    .values(
+                        state=event.outcome,
+                        attempts=event.attempt,
+                        status_code=event.status_code,
+                        error=event.error,
+                        updated_at=event.timestamp,
+                        next_attempt_at=next_at,
+                    )
+                )
+            conn.execute(delivery_events.insert(), rows)
+
+    # -- resuming ---------------------------------------------------------------
+
+    def claim_open(self, host: str, launch: str) -> list[Record]:
+        """Take over this host's unfinished deliveries left by an earlier launch.
+
+        Rows of the current launch belong to live sibling workers and are left
+        alone. Each row is claimed with a conditional update, so of several
+        workers starting together exactly one resumes it.
+        """
+        with self.engine.connect() as conn:
+            candidates = [
+                row
+                for row in conn.execute(
+                    sa.select(deliveries)
+                    .where(deliveries.c.state.in_(OPEN_STATES))
+                    .order_by(deliveries.c.created_at)
+                )
+                if row.owner.startswith(f"{host}/")
+                and not row.owner.startswith(f"{host}/{launch}/")
+            ]
+        claimed = []
+        for row in candidates:
+            with self.engine.begin() as conn:
+                done = conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.request_id == row.request_id)
+                    .where(deliveries.c.owner == row.owner)
+                    .where(deliveries.c.state.in_(OPEN_STATES))
+                    .values(owner=self.owner)
+                ).rowcount
+            if done:
+                claimed.append(Record.from_row(row))
+        return claimed
+
+    def claim(self, request_ids: Sequence[str], states: Sequence[str]) -> list[Record]:
+        """Take deliveries in one of ``states`` (e.g. failed ones, to replay them)."""
+        claimed = []
+        for request_id in request_ids:
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    sa.select(deliveries).where(deliveries.c.request_id == request_id)
+                ).first()
+                if row is None or row.state not in states:
+                    continue
+                conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.request_id == request_id)
+                    .values(owner=self.owner, state=PENDING, updated_at=utcnow())
+                )
+            claimed.append(Record.from_row(row))
+        return claimed
+
+    # -- reading and housekeeping ---------------------------------------------
+
+    def find(
+        self,
+        alarm_id: str | None = None,
+        states: Sequence[str] | None = None,
+        since: datetime.datetime | None = None,
+        until: datetime.datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Record]:
+        query = sa.select(deliveries).order_by(deliveries.c.created_at.desc())
+        if alarm_id:
+            query = query.where(deliveries.c.alarm_id == alarm_id)
+        if states:
+            query = query.where(deliveries.c.state.in_(list(states)))
+        if since:
+            query = query.where(deliveries.c.created_at >= since)
+        if until:
+            query = query.where(deliveries.c.created_at < until)
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [Record.from_row(r) for r in conn.execute(query)]
+
+    def events_of(self, request_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(delivery_events)
+                .where(delivery_events.c.request_id == request_id)
+                .order_by(delivery_events.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def backlog(self) -> tuple[int, datetime.datetime | None]:
+        """Open deliveries, and when the oldest of them was accepted."""
+        with self.engine.connect() as conn:
+            count, oldest = conn.execute(
+                sa.select(sa.func.count(), sa.func.min(deliveries.c.created_at)).where(
+                    deliveries.c.state.in_(OPEN_STATES)
+                )
+            ).one()
+        return count, _aware(oldest)
+
+    def purge(self, before: datetime.datetime) -> int:
+        """Delete finished deliveries (and their events) last updated before ``before``."""
+        with self.engine.begin() as conn:
+            old = (
+                sa.select(deliveries.c.request_id)
+                .where(deliveries.c.state.not_in(OPEN_STATES))
+                .where(deliveries.c.updated_at < before)
+            )
+            conn.execute(delivery_events.delete().where(delivery_events.c.request_id.in_(old)))
+            conn.execute(
+                delivery_events.delete()
+                .where(delivery_events.c.request_id.is_(None))
+                .where(delivery_events.c.timestamp < before)
+            )
+            return conn.execute(
+                deliveries.delete().where(deliveries.c.request_id.in_(old))
+            ).rowcount
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def new_launch() -> str:
+    """Tag of one start of the service, shared by all its workers."""
+    return uuid.uuid4().hex[:12]
+
+
+def owner_tag(host: str, launch: str) -> str:
+    """Owner of a delivery: the host, the launch, the worker process."""
+    return f"{host}/{launch}/{os.getpid()}"
+
+
+def upgrade(url: str) -> None:
+    """Create or migrate the journal's schema to the newest revision (Alembic)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", "ceilo_notifier:migrations")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()

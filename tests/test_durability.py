@@ -1,0 +1,132 @@
+"""Deliveries that survive the process: kill -9, SIGTERM, and the manage tool."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from tests.helpers import ROOT, wait_until
+
+
+def manage(config, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ceilo_notifier.cmd.manage", "--config-file", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
+def cast(caster, topic, url, alarm_id, current="alarm"):
+    caster(topic).cast(
+        {
+            "alarm_id": alarm_id,
+            "actions": [url],
+            "previous": "ok",
+            "current": current,
+            "reason": "r",
+            "reason_data": {},
+        }
+    )
+
+
+def test_a_retrying_delivery_survives_kill_9_and_resumes(start_notifier, topic, caster, webhook):
+    host = {"host": "durable-host"}
+    first = start_notifier(
+        topic, default=host, name="durable", alarm={"rest_notifier_max_retries": 3}
+    )
+    url = webhook.url("retry-after/4")  # 503 + Retry-After: 4, then 200
+    cast(caster, topic, url, "survivor")
+    webhook.wait_for(url, 1)
+    assert first.wait_for_log(r"Alarm survivor: attempt 1 .* retrying in 4\.\d s")
+    time.sleep(0.3)  # let the journal writer commit the retrying event
+    first.stop(signal.SIGKILL)
+    assert len(webhook.requests_for(url)) == 1
+
+    second = start_notifier(
+        topic, default=host, name="durable", alarm={"rest_notifier_max_retries": 3}
+    )
+    assert "Resumed 1 unfinished deliveries from the journal" in second.log()
+    requests = webhook.wait_for(url, 2, timeout=10)
+    assert len(requests) == 2
+    assert (
+        requests[0].headers["x-openstack-request-id"]
+        == requests[1].headers["x-openstack-request-id"]
+    )
+    assert requests[1].received - requests[0].received >= 3.9  # the Retry-After still held
+    assert second.wait_for_log(r"Alarm survivor delivered .* attempt 2")
+    time.sleep(0.3)
+    history = manage(second.config_path, "history", "--alarm-id", "survivor", "--events")
+    assert re.search(r"survivor\s+http://\S+\s+delivered\s+2\s+200", history.stdout), history
+
+
+def test_sigterm_lets_an_in_flight_delivery_finish_and_exits_zero(
+    start_notifier, topic, caster, webhook
+):
+    notifier = start_notifier(
+        topic, default={"shutdown_grace_period": 10}, alarm={"rest_notifier_timeout": 5}
+    )
+    url = webhook.url("slow/2")
+    cast(caster, topic, url, "in-flight")
+    webhook.wait_for(url, 1)
+    assert notifier.stop(signal.SIGTERM) == 0
+    log = notifier.log()
+    assert re.search(r"Alarm in-flight delivered to .* \(status 200", log)
+    assert log.index("Alarm in-flight delivered") < log.index("ceilo-notifier stopped")
+
+
+def test_sigterm_journals_what_could_not_finish_and_the_next_start_resumes_it(
+    start_notifier, topic, caster, webhook
+):
+    host = {"host": "graceful-host", "shutdown_grace_period": 0.5}
+    first = start_notifier(
+        topic, default=host, name="graceful", alarm={"rest_notifier_max_retries": 2}
+    )
+    url = webhook.url("retry-after/2")
+    cast(caster, topic, url, "unfinished")
+    webhook.wait_for(url, 1)
+    assert first.stop(signal.SIGTERM) == 0
+    assert "1 deliveries unfinished; they stay in the journal" in first.log()
+    start_notifier(topic, default=host, name="graceful", alarm={"rest_notifier_max_retries": 2})
+    assert len(webhook.wait_for(url, 2, timeout=10)) == 2
+
+
+def test_manage_history_failed_replay_and_purge(start_notifier, topic, caster, webhook):
+    notifier = start_notifier(topic, alarm={"rest_notifier_max_retries": 0})
+    good, flaky = webhook.url("ok"), webhook.url("flaky/1/500")
+    cast(caster, topic, good, "m-good")
+    cast(caster, topic, flaky, "m-flaky")
+    assert notifier.wait_for_log(r"Alarm m-flaky: delivery to .* failed after 1 attempt")
+    assert notifier.wait_for_log(r"Alarm m-good delivered")
+    time.sleep(0.3)
+    config = notifier.config_path
+
+    history = manage(config, "history")
+    assert history.returncode == 0, history.stderr
+    header = history.stdout.splitlines()[0].split()
+    assert header[:3] == ["ACCEPTED", "(UTC)", "ALARM"] and "REQUEST" in header
+    assert re.search(r"m-good\s+http://\S+\s+delivered\s+1\s+200", history.stdout)
+    assert re.search(r"m-flaky\s+http://\S+\s+failed\s+1\s+500", history.stdout)
+    assert "2 deliveries" in history.stdout
+
+    only_failed = manage(config, "failed")
+    assert "m-flaky" in only_failed.stdout and "m-good" not in only_failed.stdout
+    by_outcome = manage(config, "history", "--outcome", "delivered", "--since", "1h")
+    assert "m-good" in by_outcome.stdout and "m-flaky" not in by_outcome.stdout
+    assert "0 deliveries" in manage(config, "history", "--until", "1h").stdout
+
+    replay = manage(config, "replay")
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert re.search(r"\[1/1\] req-\S+ http://\S+ -> delivered \(200\)", replay.stdout)
+    assert "replayed 1: 1 delivered, 0 not" in replay.stdout
+    assert len(webhook.requests_for(flaky)) == 2
+    assert "0 deliveries" in manage(config, "failed").stdout
+    assert "nothing to replay" in manage(config, "replay").stdout
+
+    assert "purged 0 finished" in manage(config, "purge", "--older-than", "1").stdout
+    assert "purged 2 finished" in manage(config, "purge", "--older-than", "0").stdout
+    assert wait_until(lambda: "0 deliveries" in manage(config, "history").stdout, 2)

@@ -1,0 +1,245 @@
+"""The journal on real SQLite and PostgreSQL, ordering, supersession and signing."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from ceilo_notifier import dispatch, endpoint, events, journal
+from ceilo_notifier.dispatchers import database
+
+PG_URL = os.environ.get("CEILO_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def pg_schema_url():
+    """A schema of this test run in the PostgreSQL database, dropped at the end."""
+    pytest.importorskip("psycopg2")
+    engine = sa.create_engine(PG_URL)
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server reachable at {PG_URL}: {exc.orig}")
+    schema = f"ceilo_test_{uuid.uuid4().hex[:10]}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/journal.sqlite"
+    url = request.getfixturevalue("pg_schema_url")
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS delivery_events, deliveries, alembic_version"))
+    return url
+
+
+def new_row(alarm_id="a1", action="http://u:pw@127.0.0.1:1/x"):
+    return {
+        "request_id": f"req-{uuid.uuid4()}",
+        "alarm_id": alarm_id,
+        "action": action,
+        "action_masked": "http://u:***@127.0.0.1:1/x",
+        "scheme": "http",
+        "notification": {"alarm_id": alarm_id, "current": "alarm"},
+    }
+
+
+def test_schema_upgrade_is_idempotent_and_managed_by_alembic(db_url):
+    journal.upgrade(db_url)
+    journal.upgrade(db_url)
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        names = set(sa.inspect(conn).get_table_names())
+    assert {"deliveries", "delivery_events"} <= names
+
+
+def test_deliveries_move_through_their_events(db_url):
+    journal.upgrade(db_url)
+    j = journal.Journal(db_url, "host-a/L1/1")
+    row = new_row()
+    j.record_new([row])
+    (rec,) = j.find(alarm_id="a1")
+    assert rec.state == journal.PENDING and rec.attempts == 0
+    rid = row["request_id"]
+    retry = events.DeliveryEvent(
+        "a1",
+        row["action_masked"],
+        "http",
+        events.RETRYING,
+        1,
+        rid,
+        status_code=503,
+        error="HTTP 503",
+        next_attempt_in=30,
+    )
+    j.record_events([(retry, 30)])
+    (rec,) = j.find(states=[events.RETRYING])
+    assert rec.attempts == 1 and rec.status_code == 503
+    assert 25 < (rec.next_attempt_at - journal.utcnow()).total_seconds() <= 30
+    done = events.DeliveryEvent(
+        "a1", row["action_masked"], "http", events.FAILED, 2, rid, status_code=500, error="HTTP 500"
+    )
+    j.record_events([(done, None)])
+    (rec,) = j.find(states=[events.FAILED])
+    assert rec.attempts == 2 and rec.error == "HTTP 500"
+    assert [e["outcome"] for e in j.events_of(rid)] == ["retrying", "failed"]
+    assert j.backlog()[0] == 0
+    j.close()
+
+
+def test_open_deliveries_are_claimed_once_by_a_later_launch_of_the_same_host(db_url):
+    journal.upgrade(db_url)
+    old = journal.Journal(db_url, "host-a/L1/100")
+    mine, other_host = new_row(), new_row()
+    old.record_new([mine])
+    journal.Journal(db_url, "host-b/L1/7").record_new([other_host])
+    sibling = journal.Journal(db_url, "host-a/L2/200")
+    assert sibling.claim_open("host-a", "L1") == []  # same launch: a live sibling's work
+    first = journal.Journal(db_url, "host-a/L2/201")
+    second = journal.Journal(db_url, "host-a/L2/202")
+    claimed = first.claim_open("host-a", "L2")
+    assert [r.request_id for r in claimed] == [mine["request_id"]]
+    assert claimed[0].action == "http://u:pw@127.0.0.1:1/x"
+    assert second.claim_open("host-a", "L2") == []
+
+
+def test_purge_removes_only_old_finished_deliveries(db_url):
+    journal.upgrade(db_url)
+    j = journal.Journal(db_url, "h/L/1")
+    finished, still_open = new_row(), new_row()
+    j.record_new([finished, still_open])
+    ev = events.DeliveryEvent(
+        "a1", "x", "http", events.DELIVERED, 1, finished["request_id"], status_code=200
+    )
+    j.record_events([(ev, None)])
+    assert j.purge(journal.utcnow() - datetime.timedelta(days=1)) == 0
+    assert j.purge(journal.utcnow() + datetime.timedelta(seconds=1)) == 1
+    assert [r.request_id for r in j.find()] == [still_open["request_id"]]
+    assert j.events_of(finished["request_id"]) == []
+
+
+class JournaledRun:
+    """The real dispatcher, plugins and database dispatcher, in this process."""
+
+    def __init__(self, conf, url):
+        conf.set_override("connection", url, group="database")
+        journal.upgrade(url)
+        self.backend = database.DatabaseBackend(conf)
+        self.backend.start("test-host/L/1")
+        self.events: list[events.DeliveryEvent] = []
+        self.dispatcher = dispatch.Dispatcher(
+            conf,
+            listeners=[self.events.append, lambda e: self.backend.dump(20, e)],
+            journal=self.backend.journal,
+        )
+        self.endpoint = endpoint.NotifierEndpoint(conf, self.dispatcher)
+
+    def cast(self, url, current, alarm_id):
+        return self.endpoint.handle(
+            {
+                "alarm_id": alarm_id,
+                "actions": [url],
+                "previous": "x",
+                "current": current,
+                "reason": current,
+            }
+        )
+
+    def close(self):
+        self.dispatcher.stop()
+        self.backend.flush()
+        self.backend.stop()
+
+
+@pytest.fixture
+def journaled(make_conf, tmp_path):
+    runs = []
+
+    def make(**alarm_opts):
+        alarm_opts.setdefault("rest_notifier_timeout", 2)
+        conf = make_conf(alarm=alarm_opts)
+        url = f"sqlite:///{tmp_path}/j{len(runs)}.sqlite"
+        run = JournaledRun(conf, url)
+        runs.append(run)
+        return run
+
+    yield make
+    for run in runs:
+        run.close()
+
+
+def test_a_waiting_retry_is_superseded_by_a_newer_transition(journaled, webhook):
+    run = journaled(rest_notifier_max_retries=3)
+    url = webhook.url("retry-after/3")  # first request: 503 + Retry-After 3, then 200
+    (first,) = run.cast(url, "alarm", "flip")
+    webhook.wait_for(url, 1)
+    assert first.outcome is None
+    (second,) = run.cast(url, "ok", "flip")
+    assert second.wait(5) and first.wait(1)
+    assert first.outcome == events.SUPERSEDED and second.outcome == events.DELIVERED
+    bodies = [r.json()["current"] for r in webhook.requests_for(url)]
+    assert bodies == ["alarm", "ok"]  # the stale "alarm" was never sent again
+    run.backend.flush()
+    states = {r.request_id: r.state for r in run.backend.journal.find(alarm_id="flip")}
+    assert states == {first.request_id: "superseded", second.request_id: "delivered"}
+
+
+def test_deliveries_of_one_alarm_to_one_action_keep_their_order(journaled, webhook):
+    run = journaled()
+    url = webhook.url("slow/0.2")
+    states = ["alarm", "ok", "alarm", "ok"]
+    deliveries = [run.cast(url, s, "ordered")[0] for s in states]
+    for d in deliveries:
+        assert d.wait(10)
+    received = [r.json()["current"] for r in webhook.requests_for(url)]
+    assert received == states
+    assert all(d.outcome == events.DELIVERED for d in deliveries)
+    arrivals = [r.received for r in webhook.requests_for(url)]
+    assert all(b - a >= 0.19 for a, b in zip(arrivals, arrivals[1:], strict=False))
+
+
+def test_different_alarms_to_one_action_are_not_serialised(journaled, webhook):
+    run = journaled()
+    url = webhook.url("slow/0.5")
+    deliveries = [run.cast(url, "alarm", f"parallel-{i}")[0] for i in range(6)]
+    for d in deliveries:
+        assert d.wait(3)
+    arrivals = sorted(r.received for r in webhook.requests_for(url))
+    assert arrivals[-1] - arrivals[0] < 0.4
+
+
+def test_signed_requests_verify_with_standardwebhooks_for_every_key(journaled, webhook):
+    standardwebhooks = pytest.importorskip("standardwebhooks")
+    import base64
+
+    old, new = (f"whsec_{base64.b64encode(os.urandom(24)).decode()}" for _ in range(2))
+    run = journaled(rest_notifier_signing_keys=[old, new])
+    url = webhook.url("flaky/1/503")
+    (d,) = run.cast(url, "alarm", "signed")
+    assert d.wait(10) and d.outcome == events.DELIVERED
+    first, second = webhook.requests_for(url)
+    for request in (first, second):
+        assert request.headers["webhook-id"] == d.request_id
+        for secret in (old, new):
+            payload = standardwebhooks.Webhook(secret).verify(request.body, request.headers)
+            assert payload["alarm_id"] == "signed"
+    assert len(first.headers["webhook-signature"].split(" ")) == 2
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        wrong = f"whsec_{base64.b64encode(os.urandom(24)).decode()}"
+        standardwebhooks.Webhook(wrong).verify(first.body, first.headers)
+    tampered = json.dumps({**first.json(), "current": "ok"}).encode()
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(old).verify(tampered, first.headers)
