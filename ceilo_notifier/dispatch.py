@@ -93,6 +93,10 @@ class Delivery:
             duration=self.duration,
             error=error,
             next_attempt_in=next_attempt_in,
+            alarm_name=self.notification.alarm_name,
+            severity=self.notification.severity,
+            previous=self.notification.previous,
+            current=self.notification.current,
         )
 
     def journal_row(self) -> dict:
@@ -249,23 +253,38 @@ class Dispatcher:
     def dispatch(
         self, notification: AlarmNotification, actions: Sequence[object], strict: bool = False
     ) -> list[Delivery]:
-        """Journal one delivery per valid action, queue them, and return at once.
+        """Journal one delivery per valid action, queue them, and return at once."""
+        return self.dispatch_many([(notification, actions)], strict)
 
-        :param strict: raise JournalUnavailable when the journal cannot be
-            written (the caller can then requeue); otherwise log it and
-            deliver anyway, since a delivery without a record beats none.
+    def dispatch_many(
+        self,
+        alarms: Iterable[tuple[AlarmNotification, Sequence[object]]],
+        strict: bool = False,
+    ) -> list[Delivery]:
+        """Like dispatch, for several alarms journaled in one transaction.
+
+        :param strict: raise JournalUnavailable, queueing nothing, when the
+            journal cannot be written (the caller can then requeue the
+            message); otherwise log it and deliver anyway, since a delivery
+            without a record beats none.
         """
-        deliveries = [d for d in (self.prepare(notification, a) for a in actions) if d]
+        deliveries = [
+            d
+            for notification, actions in alarms
+            for d in (self.prepare(notification, a) for a in actions)
+            if d
+        ]
         if self.journal is not None and deliveries:
             try:
                 self.journal.record_new([d.journal_row() for d in deliveries])
             except Exception as exc:
+                cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
                 if strict:
-                    raise JournalUnavailable(str(exc)) from exc
+                    raise JournalUnavailable(f"{type(exc).__name__}: {cause}") from exc
                 LOG.error(
                     "Alarm %s: journal unavailable (%s); delivering %d action(s) without a record",
-                    notification.alarm_id,
-                    type(exc).__name__,
+                    ", ".join(sorted({d.notification.alarm_id for d in deliveries})),
+                    cause,
                     len(deliveries),
                 )
         for delivery in deliveries:

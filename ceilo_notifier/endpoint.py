@@ -137,26 +137,32 @@ class NotifierEndpoint:
         self.handle(data)
 
     def handle(self, data: object, strict: bool = False) -> list[Delivery]:
-        """Validate and dispatch; returns the deliveries queued.
+        """Validate and dispatch one alarm; returns the deliveries queued."""
+        return self.handle_many([data], strict)
 
-        With ``strict``, a journal failure propagates (JournalUnavailable) so
-        that the caller can requeue the message instead of acknowledging it.
+    def handle_many(self, batch: list[object], strict: bool = False) -> list[Delivery]:
+        """Validate every alarm, then dispatch the valid ones together.
+
+        With ``strict``, a journal failure propagates (JournalUnavailable) and
+        nothing is queued, so that the caller can requeue the messages instead
+        of acknowledging them.
         """
-        try:
-            notification, actions = self.validator.validate(data)
-        except InvalidAlarm as exc:
-            cause = str(exc)
-        except Exception as exc:
-            cause = f"unreadable ({type(exc).__name__}: {exc})"
-        else:
-            cause = None
-        if cause is not None:
+        alarms = []
+        for data in batch:
+            try:
+                alarms.append(self.validator.validate(data))
+                continue
+            except InvalidAlarm as exc:
+                cause = str(exc)
+            except Exception as exc:
+                cause = f"unreadable ({type(exc).__name__}: {exc})"
             LOG.error("Alarm %s: notification rejected: %s", _alarm_label(data), cause)
+        if not alarms:
             return []
         try:
-            return self.dispatcher.dispatch(notification, actions, strict=strict)
+            return self.dispatcher.dispatch_many(alarms, strict=strict)
         except JournalUnavailable:
             raise
         except Exception:
-            LOG.exception("Alarm %s: dispatching failed", notification.alarm_id)
+            LOG.exception("Alarm %s: dispatching failed", ", ".join(n.alarm_id for n, _ in alarms))
             return []

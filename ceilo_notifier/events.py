@@ -30,6 +30,10 @@ class DeliveryEvent:
     duration: float | None = None
     error: str | None = None
     next_attempt_in: float | None = None
+    alarm_name: str | None = None
+    severity: str | None = None
+    previous: str | None = None
+    current: str | None = None
     timestamp: datetime.datetime = dataclasses.field(
         default_factory=lambda: datetime.datetime.now(datetime.timezone.utc)
     )

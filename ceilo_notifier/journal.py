@@ -152,17 +152,14 @@ class Journal:
         with self.engine.begin() as conn:
             conn.execute(deliveries.insert(), values)
 
-    def record_events(self, batch: Iterable[tuple[events.DeliveryEvent, float | None]]) -> None:
-        """Append events and move their deliveries on, in one transaction.
-
-        Each item is (event, seconds until the next attempt, for a retrying one).
-        """
+    def record_events(self, batch: Iterable[events.DeliveryEvent]) -> None:
+        """Append events and move their deliveries on, in one transaction."""
         batch = list(batch)
         if not batch:
             return
         rows = []
         with self.engine.begin() as conn:
-            for event, delay in batch:
+            for event in batch:
                 rows.append(
                     {
                         "request_id": event.request_id,
@@ -180,8 +177,8 @@ class Journal:
                 if event.request_id is None:
                     continue
                 next_at = None
-                if delay is not None:
-                    next_at = event.timestamp + datetime.timedelta(seconds=delay)
+                if event.next_attempt_in is not None:
+                    next_at = event.timestamp + datetime.timedelta(seconds=event.next_attempt_in)
                 conn.execute(
                     deliveries.update()
                     .where(deliveries.c.request_id == event.request_id)

@@ -51,6 +51,41 @@ ALARM_OPTS = [
         default="alarm_notifier",
         help="RPC topic the alarm evaluators cast notify_alarm on.",
     ),
+    cfg.BoolOpt(
+        "notification_listener",
+        default=False,
+        help="Also consume the alarm.update notifications aodh's evaluator "
+        "emits, as aodh-notifier does (a drop-in replacement).",
+    ),
+    cfg.StrOpt(
+        "notifier_exchange",
+        default="aodh",
+        help="Exchange of the alarm.update notifications (aodh publishes on "
+        "its control exchange, aodh).",
+    ),
+    cfg.StrOpt(
+        "notifier_topic",
+        default="alarming",
+        help="Topic of the alarm.update notifications (aodh's notifier_topic).",
+    ),
+    cfg.StrOpt(
+        "notification_listener_pool",
+        help="Listener pool name. Listeners in one pool share the messages; "
+        "each pool gets its own copy. Unset: the topic's default queue, "
+        "shared with aodh-notifier if one still runs.",
+    ),
+    cfg.IntOpt(
+        "batch_size",
+        default=50,
+        min=1,
+        help="Most alarm notifications handled (and journaled) together.",
+    ),
+    cfg.FloatOpt(
+        "batch_timeout",
+        default=0.1,
+        min=0.0,
+        help="Seconds to wait for a batch to fill before handling what came.",
+    ),
     cfg.IntOpt(
         "dispatch_pool_size",
         default=512,
@@ -175,10 +210,29 @@ DATABASE_OPTS = [
     ),
 ]
 
+NOTIFICATIONS_OPTS = [
+    cfg.StrOpt(
+        "notification_format",
+        default="versioned",
+        choices=[
+            ("unversioned", "the event as a plain dict on oslo.messaging's notification topics"),
+            ("versioned", "an oslo.versionedobjects payload on versioned_notifications_topics"),
+            ("both", "both of the above"),
+        ],
+        help="Form of the notifications the message event dispatcher emits.",
+    ),
+    cfg.ListOpt(
+        "versioned_notifications_topics",
+        default=["versioned_notifications"],
+        help="Topics versioned notifications are sent to.",
+    ),
+]
+
 ALL_GROUPS = (
     (None, DEFAULT_OPTS),
     ("alarm", ALARM_OPTS),
     ("database", DATABASE_OPTS),
+    ("notifications", NOTIFICATIONS_OPTS),
 )
 
 

@@ -13,7 +13,7 @@ from oslo_config import cfg
 from oslo_log import log
 from oslo_service.backend import base
 
-from ceilo_notifier import dispatch, dispatchers, endpoint, journal, rpc
+from ceilo_notifier import dispatch, dispatchers, endpoint, journal, listener, rpc
 from ceilo_notifier.dispatchers import database
 
 LOG = log.getLogger(__name__)
@@ -31,7 +31,9 @@ class NotifierService(base.ServiceBase):
         self.backends: list[dispatchers.EventBackend] = []
         self.dispatcher: dispatch.Dispatcher | None = None
         self.rpc_server: oslo_messaging.MessageHandlingServer | None = None
+        self.listener: oslo_messaging.MessageHandlingServer | None = None
         self.transport: oslo_messaging.Transport | None = None
+        self.listener_transport: oslo_messaging.Transport | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -55,13 +57,26 @@ class NotifierService(base.ServiceBase):
                 LOG.info("Resumed %d unfinished deliveries from the journal", len(resumed))
         self.transport = rpc.get_transport(self.conf)
         target = rpc.get_target(self.conf, server=self.conf.host)
+        the_endpoint = endpoint.NotifierEndpoint(self.conf, self.dispatcher)
         self.rpc_server = oslo_messaging.get_rpc_server(
             self.transport,
             target,
-            [endpoint.NotifierEndpoint(self.conf, self.dispatcher)],
+            [the_endpoint],
             executor=self.executor,
         )
         self.rpc_server.start()
+        if self.conf.alarm.notification_listener:
+            self.listener_transport = oslo_messaging.get_notification_transport(self.conf)
+            self.listener = listener.get_listener(
+                self.conf, self.listener_transport, the_endpoint, executor=self.executor
+            )
+            self.listener.start()
+            LOG.info(
+                "Listening for %s notifications on exchange %s, topic %s",
+                listener.EVENT_TYPE,
+                self.conf.alarm.notifier_exchange,
+                self.conf.alarm.notifier_topic,
+            )
         LOG.info(
             "ceilo-notifier consuming topic %s (host %s, exchange %s) with plugins: %s",
             target.topic,
@@ -72,13 +87,15 @@ class NotifierService(base.ServiceBase):
 
     def stop(self, graceful: bool = True) -> None:
         """Stop consuming first, then give running deliveries the grace period."""
-        if self.rpc_server is not None:
+        for server in (self.rpc_server, self.listener):
+            if server is None:
+                continue
             try:
-                self.rpc_server.stop()
-                self.rpc_server.wait()
+                server.stop()
+                server.wait()
             except Exception:
-                LOG.exception("Stopping the RPC server failed")
-            self.rpc_server = None
+                LOG.exception("Stopping %s failed", type(server).__name__)
+        self.rpc_server = self.listener = None
         if self.dispatcher is not None:
             unfinished = self.dispatcher.stop(self.conf.shutdown_grace_period if graceful else 0)
             if unfinished:
@@ -94,9 +111,10 @@ class NotifierService(base.ServiceBase):
             except Exception:
                 LOG.exception("Stopping event dispatcher %s failed", type(backend).__name__)
         self.backends = []
-        if self.transport is not None:
-            self.transport.cleanup()
-            self.transport = None
+        for transport in (self.transport, self.listener_transport):
+            if transport is not None:
+                transport.cleanup()
+        self.transport = self.listener_transport = None
         LOG.info("ceilo-notifier stopped")
         self._stopped.set()
 

@@ -85,14 +85,14 @@ def test_deliveries_move_through_their_events(db_url):
         error="HTTP 503",
         next_attempt_in=30,
     )
-    j.record_events([(retry, 30)])
+    j.record_events([retry])
     (rec,) = j.find(states=[events.RETRYING])
     assert rec.attempts == 1 and rec.status_code == 503
     assert 25 < (rec.next_attempt_at - journal.utcnow()).total_seconds() <= 30
     done = events.DeliveryEvent(
         "a1", row["action_masked"], "http", events.FAILED, 2, rid, status_code=500, error="HTTP 500"
     )
-    j.record_events([(done, None)])
+    j.record_events([done])
     (rec,) = j.find(states=[events.FAILED])
     assert rec.attempts == 2 and rec.error == "HTTP 500"
     assert [e["outcome"] for e in j.events_of(rid)] == ["retrying", "failed"]
@@ -124,7 +124,7 @@ def test_purge_removes_only_old_finished_deliveries(db_url):
     ev = events.DeliveryEvent(
         "a1", "x", "http", events.DELIVERED, 1, finished["request_id"], status_code=200
     )
-    j.record_events([(ev, None)])
+    j.record_events([ev])
     assert j.purge(journal.utcnow() - datetime.timedelta(days=1)) == 0
     assert j.purge(journal.utcnow() + datetime.timedelta(seconds=1)) == 1
     assert [r.request_id for r in j.find()] == [still_open["request_id"]]

@@ -9,13 +9,12 @@ import sys
 
 from tests.helpers import ROOT, wait_until
 
-EXAMPLE = ROOT / "examples" / "ceilo-notifier-file"
+EXAMPLES = ROOT / "examples"
 
 
-def test_third_party_plugin_is_installed_and_used_by_the_service(
-    tmp_path, start_notifier, topic, caster, webhook
-):
-    site = tmp_path / "site"
+def install(example: str, tmp_path) -> dict[str, str]:
+    """pip-install an example package of its own; the environment that sees it."""
+    site = tmp_path / f"site-{example}"
     subprocess.run(
         [
             sys.executable,
@@ -26,13 +25,19 @@ def test_third_party_plugin_is_installed_and_used_by_the_service(
             "--no-deps",
             "--target",
             str(site),
-            str(EXAMPLE),
+            str(EXAMPLES / example),
         ],
         check=True,
         capture_output=True,
     )
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
-    notifier = start_notifier(topic, env={"PYTHONPATH": path})
+    return {"PYTHONPATH": path}
+
+
+def test_third_party_plugin_is_installed_and_used_by_the_service(
+    tmp_path, start_notifier, topic, caster, webhook
+):
+    notifier = start_notifier(topic, env=install("ceilo-notifier-file", tmp_path))
     assert "plugins: file, http, https, log, test" in notifier.log()
 
     out = tmp_path / "alarms.jsonl"
@@ -53,3 +58,40 @@ def test_third_party_plugin_is_installed_and_used_by_the_service(
     assert record["alarm_id"] == "plugin-1" and record["reason"] == "disk full"
     assert record["request_id"].startswith("req-")
     assert webhook.wait_for(good)
+
+
+def test_third_party_event_dispatcher_receives_every_event(
+    tmp_path, start_notifier, topic, caster, webhook
+):
+    out = tmp_path / "events.jsonl"
+    notifier = start_notifier(
+        topic,
+        env=install("ceilo-notifier-jsonlines", tmp_path),
+        default={"event_dispatchers": ["database", "jsonlines"]},
+        alarm={"rest_notifier_max_retries": 1},
+        extra={"jsonlines_dispatcher": {"path": out}},
+    )
+    good, bad = webhook.url("ok"), webhook.url("status/503")
+    caster(topic).cast(
+        {
+            "alarm_id": "jsonl-1",
+            "actions": [good, bad, "nope://x"],
+            "previous": "ok",
+            "current": "alarm",
+            "reason": "r",
+            "reason_data": {},
+        }
+    )
+    assert notifier.wait_for_log(r"Alarm jsonl-1: delivery to .* failed after 2 attempt")
+
+    def records():
+        return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+    assert wait_until(lambda: len(records()) >= 4, 10)
+    seen = sorted((r["outcome"], r["attempt"], r["level"]) for r in records())
+    assert seen == [
+        ("delivered", 1, "INFO"),
+        ("dropped", 0, "ERROR"),
+        ("failed", 2, "ERROR"),
+        ("retrying", 1, "WARNING"),
+    ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 import logging
+import queue
+import threading
 from collections.abc import Sequence
 
 from oslo_config import cfg
@@ -47,6 +49,74 @@ class EventBackend(abc.ABC):
 
     def stop(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources; called once, after the last event."""
+
+
+class QueuedBackend(EventBackend):
+    """A backend whose writes happen on a thread of its own, in batches.
+
+    ``dump`` only queues, so a slow database or broker never holds up a
+    delivery thread; subclasses implement ``write(batch)``.
+    """
+
+    batch_size = 500
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        super().__init__(conf)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    @abc.abstractmethod
+    def write(self, batch: list[tuple[int, events.DeliveryEvent]]) -> None:
+        """Write (level, event) pairs, oldest first."""
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"{type(self).__name__}-writer", daemon=True
+        )
+        self._thread.start()
+
+    def dump(self, level: int, event: events.DeliveryEvent) -> None:
+        self._queue.put((level, event))
+
+    def _run(self) -> None:
+        """Queue items: (level, event), flush markers (threading.Event), None to stop."""
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            todo = [item for item in batch if isinstance(item, tuple)]
+            if todo:
+                try:
+                    self.write(todo)
+                except Exception:
+                    LOG.exception(
+                        "%s lost %d events (first: alarm %s)",
+                        type(self).__name__,
+                        len(todo),
+                        todo[0][1].alarm_id,
+                    )
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    item.set()
+            if any(item is None for item in batch):
+                return
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event queued so far is written."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(30)
+            self._thread = None
 
 
 def load(conf: cfg.ConfigOpts, names: Sequence[str] | None = None) -> list[EventBackend]:

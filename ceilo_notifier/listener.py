@@ -1,0 +1,61 @@
+"""Listening as aodh-notifier does: ``alarm.update`` notifications from aodh's evaluator.
+
+aodh's evaluator publishes each transition as a notification (driver
+messagingv2, publisher ``alarming.evaluator``, event type ``alarm.update``,
+priority sample) on topic ``[alarm] notifier_topic`` of exchange
+``[alarm] notifier_exchange``. With ``[alarm] notification_listener`` set,
+the service consumes them in batches, next to its RPC server. A batch is
+acknowledged only once its deliveries are in the journal; when the journal
+cannot be written the batch is requeued and nothing of it is delivered.
+"""
+
+from __future__ import annotations
+
+import oslo_messaging
+from oslo_config import cfg
+from oslo_log import log
+
+from ceilo_notifier import endpoint as endpoint_mod
+from ceilo_notifier.dispatch import JournalUnavailable
+
+LOG = log.getLogger(__name__)
+
+EVENT_TYPE = "alarm.update"
+
+
+class AlarmUpdateEndpoint:
+    filter_rule = oslo_messaging.NotificationFilter(event_type=r"^alarm\.update$")
+
+    def __init__(self, endpoint: endpoint_mod.NotifierEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def sample(self, messages: list[dict]):
+        try:
+            self.endpoint.handle_many([m["payload"] for m in messages], strict=True)
+            return oslo_messaging.NotificationResult.HANDLED
+        except JournalUnavailable as exc:
+            cause = str(exc)
+        LOG.error(
+            "Journal unavailable (%s); %d alarm notification(s) requeued", cause, len(messages)
+        )
+        return oslo_messaging.NotificationResult.REQUEUE
+
+
+def get_listener(
+    conf: cfg.ConfigOpts,
+    transport: oslo_messaging.Transport,
+    endpoint: endpoint_mod.NotifierEndpoint,
+    executor: str = "threading",
+) -> oslo_messaging.MessageHandlingServer:
+    opts = conf.alarm
+    target = oslo_messaging.Target(topic=opts.notifier_topic, exchange=opts.notifier_exchange)
+    return oslo_messaging.get_batch_notification_listener(
+        transport,
+        [target],
+        [AlarmUpdateEndpoint(endpoint)],
+        executor=executor,
+        allow_requeue=True,
+        pool=opts.notification_listener_pool,
+        batch_size=opts.batch_size,
+        batch_timeout=opts.batch_timeout,
+    )

@@ -1,0 +1,110 @@
+"""A drop-in for aodh-notifier: consuming what aodh's evaluator emits."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+
+import oslo_messaging
+import pytest
+from oslo_config import cfg
+
+from tests.helpers import wait_until
+
+
+@pytest.fixture
+def aodh_evaluator(rabbit_url):
+    """Publishes exactly as aodh's evaluator does (aodh/queue.py)."""
+    made = []
+
+    def make(topic):
+        conf = cfg.ConfigOpts()
+        conf([], default_config_files=[])
+        oslo_messaging.set_transport_defaults("aodh")
+        transport = oslo_messaging.get_notification_transport(conf, url=rabbit_url)
+        conf.set_override("control_exchange", "aodh")
+        notifier = oslo_messaging.Notifier(
+            transport, driver="messagingv2", publisher_id="alarming.evaluator", topics=[topic]
+        )
+        made.append(transport)
+
+        def notify(actions, alarm_id, previous="ok", current="alarm"):
+            payload = {
+                "actions": actions,
+                "alarm_id": alarm_id,
+                "alarm_name": "cpu-high",
+                "severity": "moderate",
+                "previous": previous,
+                "current": current,
+                "reason": "Transition to alarm",
+                "reason_data": {"type": "threshold"},
+            }
+            notifier.sample({}, "alarm.update", payload)
+
+        return notify
+
+    yield make
+    for transport in made:
+        transport.cleanup()
+    oslo_messaging.set_transport_defaults("openstack")
+
+
+def listening(start_notifier, topic, **alarm):
+    aodh_topic = f"alarming_{uuid.uuid4().hex[:8]}"
+    notifier = start_notifier(
+        topic, alarm={"notification_listener": True, "notifier_topic": aodh_topic, **alarm}
+    )
+    assert (
+        f"Listening for alarm.update notifications on exchange aodh, topic {aodh_topic}"
+        in notifier.log()
+    )
+    return notifier, aodh_topic
+
+
+def test_what_aodh_evaluator_sends_is_delivered(start_notifier, topic, aodh_evaluator, webhook):
+    notifier, aodh_topic = listening(start_notifier, topic)
+    url = webhook.url("ok")
+    aodh_evaluator(aodh_topic)([url], "from-aodh")
+    (request,) = webhook.wait_for(url)
+    assert request.json() == {
+        "alarm_id": "from-aodh",
+        "alarm_name": "cpu-high",
+        "severity": "moderate",
+        "previous": "ok",
+        "current": "alarm",
+        "reason": "Transition to alarm",
+        "reason_data": {"type": "threshold"},
+    }
+    assert notifier.wait_for_log(r"Alarm from-aodh delivered")
+
+
+def test_batches_are_delivered_in_full(start_notifier, topic, aodh_evaluator, webhook):
+    _, aodh_topic = listening(start_notifier, topic, batch_size=10, batch_timeout=0.2)
+    send = aodh_evaluator(aodh_topic)
+    urls = [webhook.url("ok") for _ in range(25)]
+    for i, url in enumerate(urls):
+        send([url], f"batch-{i}")
+    for url in urls:
+        assert len(webhook.wait_for(url, timeout=10)) == 1
+
+
+def test_a_batch_is_requeued_while_the_journal_cannot_be_written(
+    start_notifier, topic, aodh_evaluator, webhook, tmp_path
+):
+    notifier, aodh_topic = listening(start_notifier, topic)
+    db = sqlite3.connect(tmp_path / "notifier-journal.sqlite")
+    db.execute("ALTER TABLE deliveries RENAME TO deliveries_hidden")
+    db.commit()
+    url = webhook.url("ok")
+    aodh_evaluator(aodh_topic)([url], "requeued")
+    assert notifier.wait_for_log(r"Journal unavailable .*; 1 alarm notification\(s\) requeued")
+    time.sleep(0.5)
+    assert webhook.requests_for(url) == []  # not acknowledged, and not delivered either
+    db.execute("ALTER TABLE deliveries_hidden RENAME TO deliveries")
+    db.commit()
+    db.close()
+    assert len(webhook.wait_for(url, timeout=15)) == 1
+    assert wait_until(lambda: "Alarm requeued delivered" in notifier.log(), 5)
+    time.sleep(1)
+    assert len(webhook.requests_for(url)) == 1
