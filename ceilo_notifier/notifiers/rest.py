@@ -154,15 +154,25 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
             headers.update(sign(self.signing_keys, notification.request_id or "", body))
         return headers
 
-    def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> int:
+    def target(
+        self, action: parse.SplitResult
+    ) -> tuple[str, tuple[str, str] | None, bool | None, dict[str, str]]:
+        """Where and how to POST: (URL, basic auth, verify override, extra headers).
+
+        Subclasses for other schemes (``trust+http``) change this only.
+        """
         url, auth, verify = split_action(action)
+        return url, auth, verify, {}
+
+    def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> int:
+        url, auth, verify, extra_headers = self.target(action)
         body = json.dumps(notification.body()).encode()
         timeout = self.conf.alarm.rest_notifier_timeout
         try:
             response = self.session.post(
                 url,
                 data=body,
-                headers=self.headers(notification, body),
+                headers={**self.headers(notification, body), **extra_headers},
                 auth=auth,
                 verify=self._verify(verify),
                 cert=self.cert,
