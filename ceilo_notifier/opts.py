@@ -161,6 +161,22 @@ ALARM_OPTS = [
         "webhook-signature with one v1 signature per key, so a receiver can "
         "rotate keys without missing a notification.",
     ),
+    cfg.ListOpt(
+        "rest_notifier_denied_networks",
+        # Link-local (where cloud metadata services live) and the metadata
+        # addresses outside it (AWS over IPv6, Alibaba Cloud).
+        default=["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32"],
+        help="Networks (CIDR) webhooks may not reach: by default link-local "
+        "and cloud metadata addresses. Checked on the resolved address at "
+        "connect time; a refused delivery fails at once, without retries.",
+    ),
+    cfg.ListOpt(
+        "rest_notifier_allowed_networks",
+        default=[],
+        help="When set, webhooks may reach only these networks (CIDR). An "
+        "address in an allowed network is permitted even if a denied network "
+        "contains it.",
+    ),
     cfg.FloatOpt(
         "rest_notifier_timeout",
         default=10.0,

@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from ceilo_notifier import cmd as _cmd  # noqa: F401 - selects oslo.service's threading backend
+from ceilo_notifier import dispatch, endpoint, events
 from tests import helpers
 
 RABBIT_HOST = os.environ.get("CEILO_TEST_RABBIT_HOST", "127.0.0.1")
@@ -182,3 +183,46 @@ def caster(make_conf, rabbit_url):
     yield make
     for client in made:
         client.close()
+
+
+class Run:
+    """One in-process dispatcher; records every event it emits."""
+
+    def __init__(self, conf):
+        self.events: list[events.DeliveryEvent] = []
+        self.dispatcher = dispatch.Dispatcher(conf, listeners=[self.events.append])
+        self.endpoint = endpoint.NotifierEndpoint(conf, self.dispatcher)
+
+    def deliver(self, actions, timeout=15.0, **fields):
+        data = {
+            "alarm_id": fields.pop("alarm_id", str(uuid.uuid4())),
+            "actions": actions,
+            "previous": "ok",
+            "current": "alarm",
+            "reason": "r",
+            "reason_data": {},
+        }
+        data.update(fields)
+        deliveries = self.endpoint.handle(data)
+        for d in deliveries:
+            assert d.wait(timeout), f"{d.masked_action} unfinished"
+        return deliveries
+
+    def outcomes(self, delivery):
+        return [e.outcome for e in self.events if e.request_id == delivery.request_id]
+
+
+@pytest.fixture
+def run(make_conf):
+    runs = []
+
+    def make(**alarm_opts):
+        alarm_opts.setdefault("rest_notifier_timeout", 2)
+        alarm_opts.setdefault("rest_notifier_retry_backoff", 0.01)
+        r = Run(make_conf(alarm=alarm_opts))
+        runs.append(r)
+        return r
+
+    yield make
+    for r in runs:
+        r.dispatcher.stop()

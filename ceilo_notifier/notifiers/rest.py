@@ -18,6 +18,7 @@ from oslo_utils import strutils
 
 from ceilo_notifier import notifiers, version
 from ceilo_notifier.notification import AlarmNotification
+from ceilo_notifier.notifiers import safety
 
 LOG = log.getLogger(__name__)
 
@@ -111,7 +112,11 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         super().__init__(conf)
         opts = conf.alarm
         self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(
+        policy = safety.AddressPolicy(
+            opts.rest_notifier_denied_networks, opts.rest_notifier_allowed_networks
+        )
+        adapter = safety.adapter(
+            policy,
             pool_connections=opts.dispatch_pool_size,
             pool_maxsize=opts.per_host_concurrency,
             max_retries=0,
@@ -179,6 +184,8 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
                 timeout=(timeout, timeout),
                 allow_redirects=False,
             )
+        except safety.TargetDenied as exc:
+            raise notifiers.DeliveryError(f"target refused: {exc}") from None
         except requests.exceptions.SSLError as exc:
             raise notifiers.DeliveryError(f"TLS error: {_root_cause(exc)}") from None
         except requests.exceptions.Timeout:
