@@ -28,7 +28,7 @@ from oslo_config import cfg
 from oslo_log import log
 from stevedore import extension
 
-from ceilo_notifier import events, masking, notifiers, retry
+from ceilo_notifier import events, masking, metrics, notifiers, retry
 from ceilo_notifier.journal import Journal, Record
 from ceilo_notifier.notification import AlarmNotification
 
@@ -386,6 +386,7 @@ class Dispatcher:
         start = time.monotonic()
         delay = None
         error = None
+        metrics.IN_FLIGHT.inc()
         try:
             delivery.status_code = delivery.plugin.notify(delivery.url, delivery.notification)
             outcome = events.DELIVERED
@@ -406,6 +407,7 @@ class Dispatcher:
                 f"plugin {type(delivery.plugin).__name__} raised {type(exc).__name__}: {exc}"
             )
             outcome = events.FAILED
+        metrics.IN_FLIGHT.dec()
         delivery.duration = time.monotonic() - start
         self._log_attempt(delivery, outcome, error, delay)
         with self._lock:

@@ -244,11 +244,25 @@ NOTIFICATIONS_OPTS = [
     ),
 ]
 
+METRICS_OPTS = [
+    cfg.HostAddressOpt(
+        "bind_host",
+        default="127.0.0.1",
+        help="Address of the /metrics (Prometheus) and /healthz endpoint.",
+    ),
+    cfg.PortOpt(
+        "port",
+        default=0,
+        help="Port of the /metrics and /healthz endpoint; 0 turns it off.",
+    ),
+]
+
 ALL_GROUPS = (
     (None, DEFAULT_OPTS),
     ("alarm", ALARM_OPTS),
     ("database", DATABASE_OPTS),
     ("notifications", NOTIFICATIONS_OPTS),
+    ("metrics", METRICS_OPTS),
 )
 
 

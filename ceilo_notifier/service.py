@@ -13,7 +13,7 @@ from oslo_config import cfg
 from oslo_log import log
 from oslo_service.backend import base
 
-from ceilo_notifier import dispatch, dispatchers, endpoint, journal, listener, rpc
+from ceilo_notifier import dispatch, dispatchers, endpoint, journal, listener, metrics, rpc
 from ceilo_notifier.dispatchers import database
 
 LOG = log.getLogger(__name__)
@@ -49,7 +49,9 @@ class NotifierService(base.ServiceBase):
             else:
                 backend.start()
         self.dispatcher = dispatch.Dispatcher(
-            self.conf, listeners=[dispatchers.listener(self.backends)], journal=the_journal
+            self.conf,
+            listeners=[metrics.record, dispatchers.listener(self.backends)],
+            journal=the_journal,
         )
         if the_journal is not None:
             resumed = self.dispatcher.resume(the_journal.claim_open(self.conf.host, self.launch))

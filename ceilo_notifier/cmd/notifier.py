@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from ceilo_notifier import cmd
@@ -12,17 +14,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     conf = cmd.prepare(sys.argv[1:] if argv is None else argv)
     from oslo_service import service as os_service
 
-    from ceilo_notifier import journal
+    metrics_dir = None
+    if conf.metrics.port:
+        # Before prometheus_client is first imported: workers count in files
+        # the parent, which serves /metrics, adds up.
+        metrics_dir = tempfile.mkdtemp(prefix="ceilo-notifier-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
+    from ceilo_notifier import journal, metrics
     from ceilo_notifier.service import NotifierService
 
+    the_journal = None
     if "database" in conf.event_dispatchers:
         # Once, in the parent, before any worker opens the journal.
         journal.upgrade(conf.database.connection)
+        if metrics_dir:
+            the_journal = journal.Journal(conf.database.connection,
+                                          journal.owner_tag(conf.host, "metrics"))
+    server = None
+    if metrics_dir:
+        server = metrics.MetricsServer(conf, the_journal)
+        server.start()
 
     launcher = os_service.launch(
         conf, NotifierService(conf), workers=conf.workers, restart_method="mutate"
     )
-    code = launcher.wait()
+    try:
+        code = launcher.wait()
+    finally:
+        if server is not None:
+            server.stop(metrics_dir)
     return int(code or 0)
 
 

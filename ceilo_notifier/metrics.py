@@ -1,0 +1,186 @@
+"""Prometheus metrics and the health check, on ``[metrics] bind_host``:``port``.
+
+Workers count in prometheus-client's multiprocess mode (files in the
+directory named by PROMETHEUS_MULTIPROC_DIR, which ``ceilo-notifier`` sets
+before this module is first imported); the parent process, which outlives
+its workers, serves ``/metrics`` for all of them and ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import threading
+import time
+from typing import Any
+
+import prometheus_client
+from oslo_config import cfg
+from oslo_log import log
+from prometheus_client import multiprocess
+from prometheus_client.core import GaugeMetricFamily
+
+LOG = log.getLogger(__name__)
+
+DELIVERIES = prometheus_client.Counter(
+    "ceilo_notifier_deliveries", "Deliveries by final outcome.", ["scheme", "outcome"]
+)
+ATTEMPT_SECONDS = prometheus_client.Histogram(
+    "ceilo_notifier_attempt_duration_seconds", "Duration of each delivery attempt.", ["scheme"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RETRIES = prometheus_client.Counter(
+    "ceilo_notifier_retries", "Attempts that failed and were scheduled again.", ["scheme"]
+)
+IN_FLIGHT = prometheus_client.Gauge(
+    "ceilo_notifier_deliveries_in_flight", "Attempts running now.", multiprocess_mode="livesum"
+)
+
+
+def record(event: Any) -> None:
+    """Dispatcher listener: count what happened to a delivery."""
+    scheme = event.scheme or "-"
+    if event.duration is not None and event.attempt:
+        ATTEMPT_SECONDS.labels(scheme).observe(event.duration)
+    if event.outcome == "retrying":
+        RETRIES.labels(scheme).inc()
+    elif event.final:
+        DELIVERIES.labels(scheme, event.outcome).inc()
+
+
+class JournalCollector:
+    """Backlog figures, read from the journal at scrape time."""
+
+    def __init__(self, the_journal) -> None:
+        self.journal = the_journal
+
+    def collect(self):
+        try:
+            count, oldest = self.journal.backlog()
+        except Exception as exc:
+            LOG.warning("Journal backlog unavailable for metrics: %s", exc)
+            return
+        yield GaugeMetricFamily("ceilo_notifier_journal_backlog",
+                                "Deliveries pending or waiting for a retry.", value=count)
+        age = 0.0 if oldest is None else max(0.0, time.time() - oldest.timestamp())
+        yield GaugeMetricFamily("ceilo_notifier_journal_oldest_pending_age_seconds",
+                                "Age of the oldest unfinished delivery.", value=age)
+
+
+class BrokerProbe:
+    """Can the broker of transport_url be reached? Cached briefly: scrapes are frequent."""
+
+    def __init__(self, conf: cfg.ConfigOpts, ttl: float = 5.0) -> None:
+        self.conf = conf
+        self.ttl = ttl
+        self._at = 0.0
+        self._result: tuple[bool, str] = (False, "not checked")
+
+    def check(self) -> tuple[bool, str]:
+        if time.monotonic() - self._at < self.ttl:
+            return self._result
+        self._result = self._probe()
+        self._at = time.monotonic()
+        return self._result
+
+    def _probe(self) -> tuple[bool, str]:
+        import kombu
+        import oslo_messaging
+
+        try:
+            url = oslo_messaging.TransportURL.parse(self.conf, self.conf.transport_url)
+        except Exception as exc:
+            return False, f"bad transport_url: {type(exc).__name__}"
+        if not url.transport or not url.transport.startswith(("rabbit", "amqp")):
+            return True, f"{url.transport} transport: not probed"
+        errors = []
+        for host in url.hosts or []:
+            amqp = kombu.Connection(
+                hostname=host.hostname, port=host.port or 5672, userid=host.username,
+                password=host.password, virtual_host=url.virtual_host or "/",
+                connect_timeout=2, ssl=self.conf.oslo_messaging_rabbit.ssl,
+            )
+            try:
+                amqp.connect()
+                return True, f"{host.hostname}:{host.port or 5672} reachable"
+            except Exception as exc:
+                errors.append(f"{host.hostname}:{host.port or 5672}: {type(exc).__name__}")
+            finally:
+                amqp.release()
+        return False, "; ".join(errors) or "no broker host"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path.split("?")[0] == "/metrics":
+            body = prometheus_client.generate_latest(self.server.registry)
+            self._reply(200, body, prometheus_client.CONTENT_TYPE_LATEST)
+        elif self.path.split("?")[0] == "/healthz":
+            status, report = self.server.health()
+            self._reply(status, json.dumps(report).encode(), "application/json")
+        else:
+            self._reply(404, b"not found\n", "text/plain")
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class MetricsServer:
+    def __init__(self, conf: cfg.ConfigOpts, the_journal=None) -> None:
+        self.conf = conf
+        self.journal = the_journal
+        self.broker = BrokerProbe(conf)
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            registry = prometheus_client.CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        else:
+            registry = prometheus_client.REGISTRY
+        if the_journal is not None:
+            registry.register(JournalCollector(the_journal))
+        self.httpd = _Server((conf.metrics.bind_host, conf.metrics.port), _Handler)
+        self.httpd.registry = registry
+        self.httpd.health = self.health
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics",
+                                       daemon=True)
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        broker_ok, broker = self.broker.check()
+        report: dict[str, Any] = {"broker": {"ok": broker_ok, "detail": broker}}
+        healthy = broker_ok
+        if self.journal is not None:
+            try:
+                self.journal.ping()
+                report["journal"] = {"ok": True, "detail": "reachable"}
+            except Exception as exc:
+                healthy = False
+                detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                report["journal"] = {"ok": False, "detail": detail}
+        report["status"] = "ok" if healthy else "unhealthy"
+        return (200 if healthy else 503), report
+
+    def start(self) -> None:
+        self.thread.start()
+        LOG.info("Serving /metrics and /healthz on %s:%s", self.conf.metrics.bind_host,
+                 self.httpd.server_address[1])
+
+    def stop(self, directory: str | None = None) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if directory:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,161 @@
+"""Operating it: workers, several hosts, metrics and health."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import signal
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.helpers import free_port, wait_until
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def metric(text, name, **labels):
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        m = re.match(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
+        if not m:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            return float(m.group(2))
+    return 0.0
+
+
+def cast(client, url, alarm_id):
+    client.cast({"alarm_id": alarm_id, "actions": [url], "previous": "ok", "current": "alarm",
+                 "reason": "r", "reason_data": {}})
+
+
+def children(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def test_two_hosts_share_the_topic_and_deliver_each_alarm_once(
+        start_notifier, topic, caster, webhook):
+    one = start_notifier(topic, name="one")
+    two = start_notifier(topic, name="two")
+    client = caster(topic)
+    urls = [webhook.url("ok") for _ in range(40)]
+    for i, url in enumerate(urls):
+        cast(client, url, f"share-{i}")
+    for url in urls:
+        assert len(webhook.wait_for(url)) >= 1
+    time.sleep(0.5)
+    assert all(len(webhook.requests_for(url)) == 1 for url in urls)
+    counts = [len(re.findall(r"Alarm share-\d+ delivered", p.log())) for p in (one, two)]
+    assert sum(counts) == 40 and min(counts) > 0, counts
+
+
+def test_workers_are_full_consumers_and_stop_with_the_parent(
+        start_notifier, topic, caster, webhook):
+    notifier = start_notifier(topic, default={"workers": 2})
+    workers = children(notifier.proc.pid)
+    assert len(workers) == 2
+    client = caster(topic)
+    urls = [webhook.url("ok") for _ in range(30)]
+    for i, url in enumerate(urls):
+        cast(client, url, f"w-{i}")
+    for url in urls:
+        assert len(webhook.wait_for(url)) == 1
+    pids = collections.Counter(re.findall(r" (\d+) INFO ceilo_notifier.dispatch \[-\] Alarm w-",
+                                          notifier.log()))
+    assert set(map(int, pids)) <= set(workers) and len(pids) == 2, pids
+    assert notifier.stop(signal.SIGTERM) == 0
+    for pid in workers:
+        assert wait_until(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10), pid
+
+
+def test_metrics_and_health_are_served_for_all_workers(start_notifier, topic, caster, webhook):
+    port = free_port()
+    start_notifier(topic, default={"workers": 2},
+                   alarm={"rest_notifier_max_retries": 1},
+                   extra={"metrics": {"port": port}})
+    base = f"http://127.0.0.1:{port}"
+    client = caster(topic)
+    good = [webhook.url("ok") for _ in range(10)]
+    for i, url in enumerate(good):
+        cast(client, url, f"metrics-{i}")
+    cast(client, webhook.url("status/503"), "metrics-bad")
+
+    def scraped():
+        status, text = get(f"{base}/metrics")
+        assert status == 200
+        done = metric(text, "ceilo_notifier_deliveries_total", scheme="http",
+                      outcome="delivered")
+        failed = metric(text, "ceilo_notifier_deliveries_total", scheme="http",
+                        outcome="failed")
+        return text if (done, failed) == (10, 1) else None
+
+    text = wait_until(scraped, 15)
+    assert text, get(f"{base}/metrics")[1]
+    assert metric(text, "ceilo_notifier_retries_total", scheme="http") == 1
+    assert metric(text, "ceilo_notifier_attempt_duration_seconds_count", scheme="http") == 12
+    assert metric(text, "ceilo_notifier_deliveries_in_flight") == 0
+    assert "ceilo_notifier_journal_backlog 0.0" in text
+    assert "ceilo_notifier_journal_oldest_pending_age_seconds" in text
+
+    status, body = get(f"{base}/healthz")
+    report = json.loads(body)
+    assert status == 200 and report["status"] == "ok"
+    assert report["broker"]["ok"] and report["journal"]["ok"]
+
+
+def test_health_is_503_when_broker_or_journal_is_down(make_conf):
+    from ceilo_notifier import journal, metrics
+
+    dead = free_port()
+    conf = make_conf(transport_url=f"rabbit://guest:guest@127.0.0.1:{dead}/")
+    conf.set_override("port", free_port(), group="metrics")
+    broken = journal.Journal(f"postgresql+psycopg2://nobody@127.0.0.1:{dead}/x", "h/L/1")
+    server = metrics.MetricsServer(conf, broken)
+    server.start()
+    try:
+        status, body = get(f"http://127.0.0.1:{conf.metrics.port}/healthz")
+    finally:
+        server.stop()
+    report = json.loads(body)
+    assert status == 503 and report["status"] == "unhealthy"
+    assert report["broker"] == {"ok": False,
+                                "detail": f"127.0.0.1:{dead}: ConnectionRefusedError"}
+    assert report["journal"]["ok"] is False
+    assert "connection" in report["journal"]["detail"].lower()
+
+
+@pytest.mark.parametrize("path", ["/", "/nope"])
+def test_unknown_paths_are_404(make_conf, path):
+    from ceilo_notifier import metrics
+
+    conf = make_conf()
+    conf.set_override("port", free_port(), group="metrics")
+    server = metrics.MetricsServer(conf)
+    server.start()
+    try:
+        assert get(f"http://127.0.0.1:{conf.metrics.port}{path}")[0] == 404
+    finally:
+        server.stop()
