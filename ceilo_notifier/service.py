@@ -80,10 +80,12 @@ class NotifierService(base.ServiceBase):
                 self.conf.alarm.notifier_topic,
             )
         LOG.info(
-            "ceilo-notifier consuming topic %s (host %s, exchange %s) with plugins: %s",
+            "ceilo-notifier consuming topic %s (host %s, exchange %s, %s executor) "
+            "with plugins: %s",
             target.topic,
             self.conf.host,
             self.conf.control_exchange,
+            self.executor,
             ", ".join(sorted(self.dispatcher.plugins)),
         )
 

@@ -39,8 +39,16 @@ def metric(text, name, **labels):
 
 
 def cast(client, url, alarm_id):
-    client.cast({"alarm_id": alarm_id, "actions": [url], "previous": "ok", "current": "alarm",
-                 "reason": "r", "reason_data": {}})
+    client.cast(
+        {
+            "alarm_id": alarm_id,
+            "actions": [url],
+            "previous": "ok",
+            "current": "alarm",
+            "reason": "r",
+            "reason_data": {},
+        }
+    )
 
 
 def children(pid):
@@ -57,7 +65,8 @@ def children(pid):
 
 
 def test_two_hosts_share_the_topic_and_deliver_each_alarm_once(
-        start_notifier, topic, caster, webhook):
+    start_notifier, topic, caster, webhook
+):
     one = start_notifier(topic, name="one")
     two = start_notifier(topic, name="two")
     client = caster(topic)
@@ -73,7 +82,8 @@ def test_two_hosts_share_the_topic_and_deliver_each_alarm_once(
 
 
 def test_workers_are_full_consumers_and_stop_with_the_parent(
-        start_notifier, topic, caster, webhook):
+    start_notifier, topic, caster, webhook
+):
     notifier = start_notifier(topic, default={"workers": 2})
     workers = children(notifier.proc.pid)
     assert len(workers) == 2
@@ -83,8 +93,9 @@ def test_workers_are_full_consumers_and_stop_with_the_parent(
         cast(client, url, f"w-{i}")
     for url in urls:
         assert len(webhook.wait_for(url)) == 1
-    pids = collections.Counter(re.findall(r" (\d+) INFO ceilo_notifier.dispatch \[-\] Alarm w-",
-                                          notifier.log()))
+    pids = collections.Counter(
+        re.findall(r" (\d+) INFO ceilo_notifier.dispatch \[-\] Alarm w-", notifier.log())
+    )
     assert set(map(int, pids)) <= set(workers) and len(pids) == 2, pids
     assert notifier.stop(signal.SIGTERM) == 0
     for pid in workers:
@@ -93,9 +104,12 @@ def test_workers_are_full_consumers_and_stop_with_the_parent(
 
 def test_metrics_and_health_are_served_for_all_workers(start_notifier, topic, caster, webhook):
     port = free_port()
-    start_notifier(topic, default={"workers": 2},
-                   alarm={"rest_notifier_max_retries": 1},
-                   extra={"metrics": {"port": port}})
+    start_notifier(
+        topic,
+        default={"workers": 2},
+        alarm={"rest_notifier_max_retries": 1},
+        extra={"metrics": {"port": port}},
+    )
     base = f"http://127.0.0.1:{port}"
     client = caster(topic)
     good = [webhook.url("ok") for _ in range(10)]
@@ -106,10 +120,8 @@ def test_metrics_and_health_are_served_for_all_workers(start_notifier, topic, ca
     def scraped():
         status, text = get(f"{base}/metrics")
         assert status == 200
-        done = metric(text, "ceilo_notifier_deliveries_total", scheme="http",
-                      outcome="delivered")
-        failed = metric(text, "ceilo_notifier_deliveries_total", scheme="http",
-                        outcome="failed")
+        done = metric(text, "ceilo_notifier_deliveries_total", scheme="http", outcome="delivered")
+        failed = metric(text, "ceilo_notifier_deliveries_total", scheme="http", outcome="failed")
         return text if (done, failed) == (10, 1) else None
 
     text = wait_until(scraped, 15)
@@ -141,8 +153,7 @@ def test_health_is_503_when_broker_or_journal_is_down(make_conf):
         server.stop()
     report = json.loads(body)
     assert status == 503 and report["status"] == "unhealthy"
-    assert report["broker"] == {"ok": False,
-                                "detail": f"127.0.0.1:{dead}: ConnectionRefusedError"}
+    assert report["broker"] == {"ok": False, "detail": f"127.0.0.1:{dead}: ConnectionRefusedError"}
     assert report["journal"]["ok"] is False
     assert "connection" in report["journal"]["detail"].lower()
 
@@ -159,3 +170,16 @@ def test_unknown_paths_are_404(make_conf, path):
         assert get(f"http://127.0.0.1:{conf.metrics.port}{path}")[0] == 404
     finally:
         server.stop()
+
+
+def test_the_eventlet_backend_is_opt_in_and_delivers(start_notifier, topic, caster, webhook):
+    notifier = start_notifier(topic, env={"CEILO_NOTIFIER_BACKEND": "eventlet"})
+    assert "eventlet executor" in notifier.log()
+    url = webhook.url("ok")
+    cast(caster(topic), url, "green")
+    assert len(webhook.wait_for(url)) == 1
+    assert notifier.stop(signal.SIGTERM) == 0
+
+
+def test_threading_is_the_default_backend(start_notifier, topic):
+    assert "threading executor" in start_notifier(topic).log()

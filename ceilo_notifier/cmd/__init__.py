@@ -1,9 +1,22 @@
-"""Console scripts."""
+"""Console scripts, and the choice of execution model they run on.
+
+Threading is the default. ``CEILO_NOTIFIER_BACKEND=eventlet`` in the
+environment selects oslo.service's eventlet backend and oslo.messaging's
+eventlet executor instead. It is an environment variable, not an option,
+because the choice must be made before oslo.messaging is first imported
+(it fixes oslo.service's backend at import time), long before any
+configuration file is read.
+"""
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
+
+BACKEND = os.environ.get("CEILO_NOTIFIER_BACKEND", "threading").strip().lower()
+if BACKEND not in ("threading", "eventlet"):
+    raise SystemExit(f"CEILO_NOTIFIER_BACKEND must be threading or eventlet, not {BACKEND!r}")
 
 # oslo.service imports eventlet even on its threading backend; eventlet's
 # deprecation notice (which overrides warning filters) would greet every
@@ -11,15 +24,20 @@ from collections.abc import Sequence
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     try:
-        import eventlet  # noqa: F401
+        import eventlet
     except ImportError:
-        pass
+        eventlet = None
 
-from oslo_service import backend
+if BACKEND == "eventlet":
+    if eventlet is None:
+        raise SystemExit("CEILO_NOTIFIER_BACKEND=eventlet needs eventlet installed")
+    eventlet.monkey_patch()
 
-# oslo.messaging imports oslo_service.service, which fixes the backend at import
-# time; threading must be chosen before that first import happens.
-backend.register_backend_default_hook(lambda: backend.BackendType.THREADING)
+from oslo_service import backend  # noqa: E402
+
+backend.register_backend_default_hook(lambda: backend.BackendType(BACKEND))
+
+EXECUTOR = BACKEND  # oslo.messaging's executor of the same name
 
 from oslo_config import cfg  # noqa: E402
 from oslo_log import log  # noqa: E402

@@ -29,15 +29,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Once, in the parent, before any worker opens the journal.
         journal.upgrade(conf.database.connection)
         if metrics_dir:
-            the_journal = journal.Journal(conf.database.connection,
-                                          journal.owner_tag(conf.host, "metrics"))
+            the_journal = journal.Journal(
+                conf.database.connection, journal.owner_tag(conf.host, "metrics")
+            )
     server = None
     if metrics_dir:
         server = metrics.MetricsServer(conf, the_journal)
         server.start()
 
     launcher = os_service.launch(
-        conf, NotifierService(conf), workers=conf.workers, restart_method="mutate"
+        conf,
+        NotifierService(conf, executor=cmd.EXECUTOR),
+        workers=conf.workers,
+        restart_method="mutate",
     )
     try:
         code = launcher.wait()
