@@ -1,0 +1,65 @@
+"""Broker restarts, on a RabbitMQ node of this test's own (the shared one is never touched)."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("rabbitmq-server") is None and shutil.which("rabbitmqctl") is None,
+    reason="RabbitMQ server scripts are not installed",
+)
+
+QUORUM = {"rabbit_quorum_queue": True, "rabbit_transient_quorum_queue": True}
+
+
+@pytest.fixture
+def own_node(tmp_path):
+    from bench.rabbit import OwnNode
+
+    node = OwnNode(tmp_path)
+    try:
+        node.start()
+        yield node
+    finally:
+        node.__exit__(None, None, None)
+
+
+def alarm(url, alarm_id):
+    return {"alarm_id": alarm_id, "actions": [url], "previous": "ok", "current": "alarm",
+            "reason": "r", "reason_data": {}}
+
+
+@pytest.mark.parametrize("queues", ["default", "quorum"])
+def test_consumers_reconnect_and_casts_after_the_restart_are_delivered(
+        own_node, start_notifier, make_conf, topic, webhook, queues):
+    from ceilo_notifier import rpc
+
+    url = own_node.add_vhost(f"restart-{uuid.uuid4().hex[:6]}")
+    rabbit = QUORUM if queues == "quorum" else {}
+    notifier = start_notifier(topic, default={"transport_url": url},
+                              extra={"oslo_messaging_rabbit": rabbit})
+    conf = make_conf(topic, transport_url=url)
+    for key, value in rabbit.items():  # the casting side must match the service
+        conf.set_override(key, value, group="oslo_messaging_rabbit")
+    client = rpc.RPCAlarmNotifier(conf)
+    try:
+        before = webhook.url("ok")
+        client.cast(alarm(before, "before-restart"))
+        assert webhook.wait_for(before)
+
+        own_node.restart()
+        if queues == "default":
+            # Transient queues are gone with the broker: casts count only once
+            # the service has declared its queues again.
+            assert notifier.wait_for_log(r"Reconnected to AMQP server", timeout=60)
+        after = [webhook.url("ok") for _ in range(5)]
+        for i, target in enumerate(after):
+            client.cast(alarm(target, f"after-restart-{i}"))
+        for target in after:
+            assert len(webhook.wait_for(target, timeout=60)) == 1, notifier.log()[-3000:]
+        assert notifier.alive()
+    finally:
+        client.close()
