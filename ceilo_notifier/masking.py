@@ -23,6 +23,19 @@ _SECRET_KEYS = re.compile(
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s'\"]+)@")
 
 
+# name=value in a query string, where the name looks like a secret's.
+_QUERY_SECRET = re.compile(
+    r"(?P<key>[?&][^=&\s]*(?:pass|secret|token|key|auth|signature|sig|credential|session)"
+    r"[^=&\s]*=)[^&\s'\"]+",
+    re.IGNORECASE,
+)
+
+
+def _mask_all(text: str) -> str:
+    text = _USERINFO.sub(_mask_userinfo, text)
+    return _QUERY_SECRET.sub(lambda m: m.group("key") + MASK, text)
+
+
 def _mask_userinfo(match: re.Match) -> str:
     userinfo = match.group("userinfo")
     user, sep, _password = userinfo.partition(":")
@@ -45,12 +58,12 @@ def mask_url(url: object) -> str:
     if any(_SECRET_KEYS.search(k) for k, _ in query):
         masked = [(k, MASK if _SECRET_KEYS.search(k) else v) for k, v in query]
         text = parse.urlunsplit(parts._replace(query=parse.urlencode(masked, safe="*")))
-    return _USERINFO.sub(_mask_userinfo, text)
+    return _mask_all(text)
 
 
 def mask_text(text: str) -> str:
     """Mask URL passwords and key=value secrets in free text."""
-    return strutils.mask_password(_USERINFO.sub(_mask_userinfo, text), secret=MASK)
+    return strutils.mask_password(_mask_all(text), secret=MASK)
 
 
 class MaskingFilter(logging.Filter):
@@ -61,7 +74,7 @@ class MaskingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a broken format string is logging's problem, not ours
             return True
-        masked = _USERINFO.sub(_mask_userinfo, message)
+        masked = _mask_all(message)
         if masked != message:
             record.msg = masked
             record.args = None

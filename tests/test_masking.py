@@ -37,3 +37,17 @@ def test_filter_masks_urls_in_any_record():
 
 def test_mask_text_masks_key_value_secrets():
     assert "hunter2" not in masking.mask_text("login with password=hunter2 at http://a:b@c/")
+
+
+def test_filter_masks_secret_query_values_as_urllib3_logs_them():
+    record = logging.LogRecord(
+        "urllib3",
+        logging.DEBUG,
+        __file__,
+        1,
+        '%s "POST /hook?team=db&access_token=abc123 HTTP/1.1" 200',
+        ("http://h:80",),
+        None,
+    )
+    masking.MaskingFilter().filter(record)
+    assert record.getMessage() == 'http://h:80 "POST /hook?team=db&access_token=*** HTTP/1.1" 200'

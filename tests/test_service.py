@@ -188,15 +188,19 @@ def test_basic_auth_is_sent_and_the_password_never_logged_even_at_debug(
 ):
     notifier = start_notifier(topic, debug=True)
     url = webhook.url("ok", userinfo="alice:s3cr3t-Pa55")
+    tokened = webhook.url("ok", query="token=T0ken-Value&team=db")
+    caster(topic).cast(alarm([tokened], alarm_id="auth-token"))
     caster(topic).cast(
         alarm([url, webhook.url("status/503", userinfo="bob:0ther-Pa55")], alarm_id="auth")
     )
     (request,) = webhook.wait_for(url)
     assert request.headers["authorization"] == "Basic YWxpY2U6czNjcjN0LVBhNTU="
     assert notifier.wait_for_log(r"Alarm auth: delivery to http://bob:\*\*\*@.* failed after")
+    assert webhook.wait_for(tokened)[0].query == {"token": ["T0ken-Value"], "team": ["db"]}
+    assert notifier.wait_for_log(r"Alarm auth-token delivered to http://\S+\?token=\*\*\*&team=db")
     log = notifier.log()
     assert " DEBUG " in log
-    assert "s3cr3t-Pa55" not in log and "0ther-Pa55" not in log
+    assert "s3cr3t-Pa55" not in log and "0ther-Pa55" not in log and "T0ken-Value" not in log
     assert "YWxpY2U6czNjcjN0LVBhNTU" not in log
 
 
