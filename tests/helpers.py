@@ -22,6 +22,21 @@ from urllib import parse
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def alarm(actions: list, **fields) -> dict:
+    """notify_alarm data in the exact shape ceilometer's 2014 RPCAlarmNotifier cast
+    (no alarm_name, no severity); ``fields`` add or replace keys."""
+    data = {
+        "actions": actions,
+        "alarm_id": fields.pop("alarm_id", str(uuid.uuid4())),
+        "previous": "ok",
+        "current": "alarm",
+        "reason": "Transition to alarm due to 3 samples outside threshold",
+        "reason_data": {"type": "threshold", "disposition": "outside", "count": 3},
+    }
+    data.update(fields)
+    return data
+
+
 def wait_until(
     predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
 ) -> object:

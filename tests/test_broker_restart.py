@@ -7,6 +7,8 @@ import uuid
 
 import pytest
 
+from tests.helpers import alarm
+
 pytestmark = pytest.mark.skipif(
     shutil.which("rabbitmq-server") is None and shutil.which("rabbitmqctl") is None,
     reason="RabbitMQ server scripts are not installed",
@@ -27,27 +29,24 @@ def own_node(tmp_path):
         node.__exit__(None, None, None)
 
 
-def alarm(url, alarm_id):
-    return {"alarm_id": alarm_id, "actions": [url], "previous": "ok", "current": "alarm",
-            "reason": "r", "reason_data": {}}
-
-
 @pytest.mark.parametrize("queues", ["default", "quorum"])
 def test_consumers_reconnect_and_casts_after_the_restart_are_delivered(
-        own_node, start_notifier, make_conf, topic, webhook, queues):
+    own_node, start_notifier, make_conf, topic, webhook, queues
+):
     from ceilo_notifier import rpc
 
     url = own_node.add_vhost(f"restart-{uuid.uuid4().hex[:6]}")
     rabbit = QUORUM if queues == "quorum" else {}
-    notifier = start_notifier(topic, default={"transport_url": url},
-                              extra={"oslo_messaging_rabbit": rabbit})
+    notifier = start_notifier(
+        topic, default={"transport_url": url}, extra={"oslo_messaging_rabbit": rabbit}
+    )
     conf = make_conf(topic, transport_url=url)
     for key, value in rabbit.items():  # the casting side must match the service
         conf.set_override(key, value, group="oslo_messaging_rabbit")
     client = rpc.RPCAlarmNotifier(conf)
     try:
         before = webhook.url("ok")
-        client.cast(alarm(before, "before-restart"))
+        client.cast(alarm([before], alarm_id="before-restart"))
         assert webhook.wait_for(before)
 
         own_node.restart()
@@ -57,7 +56,7 @@ def test_consumers_reconnect_and_casts_after_the_restart_are_delivered(
             assert notifier.wait_for_log(r"Reconnected to AMQP server", timeout=60)
         after = [webhook.url("ok") for _ in range(5)]
         for i, target in enumerate(after):
-            client.cast(alarm(target, f"after-restart-{i}"))
+            client.cast(alarm([target], alarm_id=f"after-restart-{i}"))
         for target in after:
             assert len(webhook.wait_for(target, timeout=60)) == 1, notifier.log()[-3000:]
         assert notifier.alive()

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from tests.helpers import ROOT, wait_until
+from tests.helpers import ROOT, alarm, wait_until
 
 
 def manage(config, *args) -> subprocess.CompletedProcess:
@@ -21,17 +21,8 @@ def manage(config, *args) -> subprocess.CompletedProcess:
     )
 
 
-def cast(caster, topic, url, alarm_id, current="alarm"):
-    caster(topic).cast(
-        {
-            "alarm_id": alarm_id,
-            "actions": [url],
-            "previous": "ok",
-            "current": current,
-            "reason": "r",
-            "reason_data": {},
-        }
-    )
+def cast(caster, topic, url, alarm_id):
+    caster(topic).cast(alarm([url], alarm_id=alarm_id))
 
 
 def test_a_retrying_delivery_survives_kill_9_and_resumes(start_notifier, topic, caster, webhook):

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import free_port, wait_until
+from tests.helpers import alarm, free_port, wait_until
 
 
 def get(url):
@@ -39,16 +39,7 @@ def metric(text, name, **labels):
 
 
 def cast(client, url, alarm_id):
-    client.cast(
-        {
-            "alarm_id": alarm_id,
-            "actions": [url],
-            "previous": "ok",
-            "current": "alarm",
-            "reason": "r",
-            "reason_data": {},
-        }
-    )
+    client.cast(alarm([url], alarm_id=alarm_id))
 
 
 def children(pid):

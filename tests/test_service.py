@@ -5,23 +5,10 @@ from __future__ import annotations
 import re
 import signal
 import time
-import uuid
 
 import pytest
 
-
-def alarm(actions, **fields):
-    """The exact shape ceilometer's 2014 RPCAlarmNotifier cast: no alarm_name, no severity."""
-    data = {
-        "actions": actions,
-        "alarm_id": fields.pop("alarm_id", str(uuid.uuid4())),
-        "previous": "ok",
-        "current": "alarm",
-        "reason": "Transition to alarm due to 3 samples outside threshold",
-        "reason_data": {"type": "threshold", "disposition": "outside", "count": 3},
-    }
-    data.update(fields)
-    return data
+from tests.helpers import alarm
 
 
 @pytest.fixture
