@@ -28,7 +28,9 @@ DELIVERIES = prometheus_client.Counter(
     "ceilo_notifier_deliveries", "Deliveries by final outcome.", ["scheme", "outcome"]
 )
 ATTEMPT_SECONDS = prometheus_client.Histogram(
-    "ceilo_notifier_attempt_duration_seconds", "Duration of each delivery attempt.", ["scheme"],
+    "ceilo_notifier_attempt_duration_seconds",
+    "Duration of each delivery attempt.",
+    ["scheme"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 RETRIES = prometheus_client.Counter(
@@ -62,11 +64,17 @@ class JournalCollector:
         except Exception as exc:
             LOG.warning("Journal backlog unavailable for metrics: %s", exc)
             return
-        yield GaugeMetricFamily("ceilo_notifier_journal_backlog",
-                                "Deliveries pending or waiting for a retry.", value=count)
+        yield GaugeMetricFamily(
+            "ceilo_notifier_journal_backlog",
+            "Deliveries pending or waiting for a retry.",
+            value=count,
+        )
         age = 0.0 if oldest is None else max(0.0, time.time() - oldest.timestamp())
-        yield GaugeMetricFamily("ceilo_notifier_journal_oldest_pending_age_seconds",
-                                "Age of the oldest unfinished delivery.", value=age)
+        yield GaugeMetricFamily(
+            "ceilo_notifier_journal_oldest_pending_age_seconds",
+            "Age of the oldest unfinished delivery.",
+            value=age,
+        )
 
 
 class BrokerProbe:
@@ -98,9 +106,13 @@ class BrokerProbe:
         errors = []
         for host in url.hosts or []:
             amqp = kombu.Connection(
-                hostname=host.hostname, port=host.port or 5672, userid=host.username,
-                password=host.password, virtual_host=url.virtual_host or "/",
-                connect_timeout=2, ssl=self.conf.oslo_messaging_rabbit.ssl,
+                hostname=host.hostname,
+                port=host.port or 5672,
+                userid=host.username,
+                password=host.password,
+                virtual_host=url.virtual_host or "/",
+                connect_timeout=2,
+                ssl=self.conf.oslo_messaging_rabbit.ssl,
             )
             try:
                 amqp.connect()
@@ -156,8 +168,7 @@ class MetricsServer:
         self.httpd = _Server((conf.metrics.bind_host, conf.metrics.port), _Handler)
         self.httpd.registry = registry
         self.httpd.health = self.health
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         broker_ok, broker = self.broker.check()
@@ -176,8 +187,11 @@ class MetricsServer:
 
     def start(self) -> None:
         self.thread.start()
-        LOG.info("Serving /metrics and /healthz on %s:%s", self.conf.metrics.bind_host,
-                 self.httpd.server_address[1])
+        LOG.info(
+            "Serving /metrics and /healthz on %s:%s",
+            self.conf.metrics.bind_host,
+            self.httpd.server_address[1],
+        )
 
     def stop(self, directory: str | None = None) -> None:
         self.httpd.shutdown()

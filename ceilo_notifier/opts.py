@@ -268,13 +268,16 @@ ALL_GROUPS = (
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Options of this project, grouped, for oslo-config-generator."""
-    return [(group or "DEFAULT", list(opts)) for group, opts in ALL_GROUPS]
+    from ceilo_notifier import keystone
+
+    return [(group or "DEFAULT", list(opts)) for group, opts in ALL_GROUPS] + keystone.list_opts()
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register every option of this project (and oslo.messaging's) on conf."""
     for group, opts in ALL_GROUPS:
         conf.register_opts(opts, group=group)
-    from ceilo_notifier import rpc
+    from ceilo_notifier import keystone, rpc
 
+    keystone.register_opts(conf)
     rpc.register_messaging_opts(conf)

@@ -73,7 +73,7 @@ def cache_dir() -> Path:
     return Path(base) / "ceilo-notifier-tests"
 
 
-def keystone_venv(timeout: float = 1500.0) -> Path:
+def keystone_venv(timeout: float = 780.0) -> Path:
     """A virtualenv with Keystone installed, made once and reused by later runs."""
     version = KEYSTONE_REQUIREMENT.split("==")[-1]
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -110,6 +110,7 @@ class Identity:
     """What the tests use of a Keystone; subclasses fill in the API calls."""
 
     name = "identity"
+    url: str
     auth_url: str
     trustor_id: str
     trustee_id: str
@@ -278,9 +279,7 @@ class RealKeystone(Identity):
             (self.project_id, self.trustor_id, TRUST_ROLE),
         ):
             self.admin.put(f"{a}/projects/{project}/users/{user}/roles/{role_id(role)}")
-        self.trustor = self._session(
-            TRUSTOR_USER, TRUSTOR_PASSWORD, project_id=self.project_id
-        )
+        self.trustor = self._session(TRUSTOR_USER, TRUSTOR_PASSWORD, project_id=self.project_id)
 
     # -- what the tests use ----------------------------------------------------
 

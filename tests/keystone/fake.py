@@ -231,9 +231,10 @@ class FakeKeystone(ks.Identity):
             elif "project" in scope:
                 wanted = scope["project"]
                 project_id = self.users[user_id][2]
-                if wanted.get("id", project_id) != project_id or wanted.get(
-                    "name", self.projects[project_id]
-                ) != self.projects[project_id]:
+                if (
+                    wanted.get("id", project_id) != project_id
+                    or wanted.get("name", self.projects[project_id]) != self.projects[project_id]
+                ):
                     raise _Refused(_UNAUTHORIZED)
                 body["project"] = self._project(project_id)
                 body["roles"] = self._roles()
