@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -65,6 +66,20 @@ delivery_events = sa.Table(
 )
 
 
+_UPDATE_FROM_EVENT = (
+    deliveries.update()
+    .where(deliveries.c.request_id == sa.bindparam("rid"))
+    .values(
+        state=sa.bindparam("state"),
+        attempts=sa.bindparam("attempts"),
+        status_code=sa.bindparam("status_code"),
+        error=sa.bindparam("error"),
+        updated_at=sa.bindparam("updated_at"),
+        next_attempt_at=sa.bindparam("next_attempt_at"),
+    )
+)
+
+
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -74,6 +89,54 @@ def _aware(value: datetime.datetime | None) -> datetime.datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=datetime.timezone.utc)
     return value
+
+
+class GroupCommit:
+    """One transaction for the rows of every caller waiting at the same time.
+
+    Consumer threads each need their rows committed before they return; the
+    first to arrive commits for all who queued meanwhile (leader/follower, no
+    thread of its own), so under load a commit serves many alarms.
+    """
+
+    class _Request:
+        __slots__ = ("rows", "done", "error")
+
+        def __init__(self, rows: list[dict[str, Any]]) -> None:
+            self.rows = rows
+            self.done = False
+            self.error: BaseException | None = None
+
+    def __init__(self, commit) -> None:
+        self._commit = commit
+        self._cond = threading.Condition()
+        self._queue: list[GroupCommit._Request] = []
+        self._busy = False
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        request = self._Request(rows)
+        with self._cond:
+            self._queue.append(request)
+            while not request.done and self._busy:
+                self._cond.wait()
+            if request.done:
+                if request.error is not None:
+                    raise request.error
+                return
+            self._busy = True
+            batch, self._queue = self._queue, []
+        error = None
+        try:
+            self._commit([row for r in batch for row in r.rows])
+        except Exception as exc:
+            error = exc
+        with self._cond:
+            for r in batch:
+                r.done, r.error = True, error
+            self._busy = False
+            self._cond.notify_all()
+        if error is not None:
+            raise error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +192,7 @@ class Journal:
         self.url = url
         self.owner = owner
         self.engine = make_engine(url)
+        self._group_commit = GroupCommit(self._insert)
 
     # -- writes from the dispatcher -----------------------------------------
 
@@ -149,48 +213,43 @@ class Journal:
             }
             for row in rows
         ]
+        self._group_commit.write(values)
+
+    def _insert(self, values: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:
             conn.execute(deliveries.insert(), values)
 
     def record_events(self, batch: Iterable[events.DeliveryEvent]) -> None:
-        """Append events and move their deliveries on, in one transaction."""
+        """Append events and move their deliveries on, in one transaction.
+
+        Both statements run as executemany, in event order, so a delivery that
+        appears twice in a batch ends in its latest state.
+        """
         batch = list(batch)
         if not batch:
             return
-        rows = []
+        rows = [
+            {
+                "request_id": e.request_id, "alarm_id": e.alarm_id, "action": e.action,
+                "scheme": e.scheme, "outcome": e.outcome, "attempt": e.attempt,
+                "status_code": e.status_code, "duration": e.duration, "error": e.error,
+                "timestamp": e.timestamp,
+            }
+            for e in batch
+        ]
+        updates = [
+            {
+                "rid": e.request_id, "state": e.outcome, "attempts": e.attempt,
+                "status_code": e.status_code, "error": e.error, "updated_at": e.timestamp,
+                "next_attempt_at": None if e.next_attempt_in is None
+                else e.timestamp + datetime.timedelta(seconds=e.next_attempt_in),
+            }
+            for e in batch
+            if e.request_id is not None
+        ]
         with self.engine.begin() as conn:
-            for event in batch:
-                rows.append(
-                    {
-                        "request_id": event.request_id,
-                        "alarm_id": event.alarm_id,
-                        "action": event.action,
-                        "scheme": event.scheme,
-                        "outcome": event.outcome,
-                        "attempt": event.attempt,
-                        "status_code": event.status_code,
-                        "duration": event.duration,
-                        "error": event.error,
-                        "timestamp": event.timestamp,
-                    }
-                )
-                if event.request_id is None:
-                    continue
-                next_at = None
-                if event.next_attempt_in is not None:
-                    next_at = event.timestamp + datetime.timedelta(seconds=event.next_attempt_in)
-                conn.execute(
-                    deliveries.update()
-                    .where(deliveries.c.request_id == event.request_id)
-                    .values(
-                        state=event.outcome,
-                        attempts=event.attempt,
-                        status_code=event.status_code,
-                        error=event.error,
-                        updated_at=event.timestamp,
-                        next_attempt_at=next_at,
-                    )
-                )
+            if updates:
+                conn.execute(_UPDATE_FROM_EVENT, updates)
             conn.execute(delivery_events.insert(), rows)
 
     # -- resuming ---------------------------------------------------------------

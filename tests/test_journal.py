@@ -243,3 +243,36 @@ def test_signed_requests_verify_with_standardwebhooks_for_every_key(journaled, w
     tampered = json.dumps({**first.json(), "current": "ok"}).encode()
     with pytest.raises(standardwebhooks.WebhookVerificationError):
         standardwebhooks.Webhook(old).verify(tampered, first.headers)
+
+
+def test_concurrent_writers_share_commits_and_all_rows_land(db_url):
+    import threading
+
+    journal.upgrade(db_url)
+    j = journal.Journal(db_url, "h/L/1")
+    commits = []
+    original = j._insert
+
+    def counting(values):
+        commits.append(len(values))
+        original(values)
+
+    j._group_commit._commit = counting
+    rows = [new_row(alarm_id=f"gc-{i}") for i in range(40)]
+    threads = [threading.Thread(target=j.record_new, args=([row],)) for row in rows]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sum(commits) == 40 and len(j.find(limit=100)) == 40
+    assert len(commits) < 40  # callers that arrived together shared a transaction
+
+
+def test_a_failed_group_commit_fails_every_caller_in_it(tmp_path):
+    url = f"sqlite:///{tmp_path}/j.sqlite"
+    journal.upgrade(url)
+    j = journal.Journal(url, "h/L/1")
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text("DROP TABLE deliveries"))
+    with pytest.raises(sa.exc.OperationalError):
+        j.record_new([new_row()])
