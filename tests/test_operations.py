@@ -174,3 +174,22 @@ def test_the_eventlet_backend_is_opt_in_and_delivers(start_notifier, topic, cast
 
 def test_threading_is_the_default_backend(start_notifier, topic):
     assert "threading executor" in start_notifier(topic).log()
+
+
+def test_an_unreachable_journal_stops_the_start_with_one_clear_line(start_notifier, topic):
+    dead = free_port()
+    notifier = start_notifier(
+        topic,
+        ready=False,
+        extra={
+            "database": {"connection": f"postgresql+psycopg2://svc:Pa55w0rd@127.0.0.1:{dead}/j"}
+        },
+    )
+    assert notifier.proc.wait(30) == 1
+    log = notifier.log()
+    assert re.search(
+        r"CRITICAL .*The journal at postgresql\+psycopg2://svc:\*\*\*@127\.0\.0\.1:\d+/j "
+        r"cannot be opened \(.*\); not starting",
+        log,
+    ), log
+    assert "Pa55w0rd" not in log and "Traceback" not in log

@@ -7,7 +7,11 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from ceilo_notifier import cmd
+from oslo_log import log
+
+from ceilo_notifier import cmd, masking
+
+LOG = log.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,8 +30,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     the_journal = None
     if "database" in conf.event_dispatchers:
-        # Once, in the parent, before any worker opens the journal.
-        journal.upgrade(conf.database.connection)
+        # Once, in the parent, before any worker opens the journal; a journal
+        # that cannot be reached stops the start here, with one clear line.
+        try:
+            journal.upgrade(conf.database.connection)
+        except Exception as exc:
+            LOG.critical(
+                "The journal at %s cannot be opened (%s); not starting. Fix [database] "
+                "connection, or leave database out of event_dispatchers.",
+                masking.mask_url(conf.database.connection),
+                str(getattr(exc, "orig", None) or exc).splitlines()[0],
+            )
+            return 1
         if metrics_dir:
             the_journal = journal.Journal(
                 conf.database.connection, journal.owner_tag(conf.host, "metrics")
