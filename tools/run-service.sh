@@ -10,6 +10,13 @@ if [ ! -f "$CONF" ]; then
 [DEFAULT]
 transport_url = rabbit://guest:guest@127.0.0.1:5672/
 
+# Durable queues: casts published while the broker restarts are kept.
+# Whoever casts (ceilo-notifier-send --config-file this file, evaluators)
+# must use the same two settings.
+[oslo_messaging_rabbit]
+rabbit_quorum_queue = true
+rabbit_transient_quorum_queue = true
+
 [database]
 connection = sqlite:///$TOP/data/ceilo-notifier.sqlite
 CONF
