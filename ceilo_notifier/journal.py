@@ -230,18 +230,29 @@ class Journal:
             return
         rows = [
             {
-                "request_id": e.request_id, "alarm_id": e.alarm_id, "action": e.action,
-                "scheme": e.scheme, "outcome": e.outcome, "attempt": e.attempt,
-                "status_code": e.status_code, "duration": e.duration, "error": e.error,
+                "request_id": e.request_id,
+                "alarm_id": e.alarm_id,
+                "action": e.action,
+                "scheme": e.scheme,
+                "outcome": e.outcome,
+                "attempt": e.attempt,
+                "status_code": e.status_code,
+                "duration": e.duration,
+                "error": e.error,
                 "timestamp": e.timestamp,
             }
             for e in batch
         ]
         updates = [
             {
-                "rid": e.request_id, "state": e.outcome, "attempts": e.attempt,
-                "status_code": e.status_code, "error": e.error, "updated_at": e.timestamp,
-                "next_attempt_at": None if e.next_attempt_in is None
+                "rid": e.request_id,
+                "state": e.outcome,
+                "attempts": e.attempt,
+                "status_code": e.status_code,
+                "error": e.error,
+                "updated_at": e.timestamp,
+                "next_attempt_at": None
+                if e.next_attempt_in is None
                 else e.timestamp + datetime.timedelta(seconds=e.next_attempt_in),
             }
             for e in batch

@@ -13,8 +13,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 
-import requests
-from urllib3 import connection, connectionpool
+from urllib3 import connection, connectionpool, poolmanager
 
 
 class TargetDenied(ValueError):
@@ -68,8 +67,8 @@ class _CheckedConnection:
             self._dns_host = host
 
 
-def adapter(policy: AddressPolicy, **kwargs) -> requests.adapters.HTTPAdapter:
-    """A requests adapter whose connections obey policy (TLS still checks the host name)."""
+def pool_manager(policy: AddressPolicy, **kwargs) -> poolmanager.PoolManager:
+    """A urllib3 pool manager whose connections obey policy (TLS still checks the name)."""
     http_conn = type(
         "CheckedHTTPConnection", (_CheckedConnection, connection.HTTPConnection), {"policy": policy}
     )
@@ -78,14 +77,15 @@ def adapter(policy: AddressPolicy, **kwargs) -> requests.adapters.HTTPAdapter:
         (_CheckedConnection, connection.HTTPSConnection),
         {"policy": policy},
     )
-    pools = {
+    manager = poolmanager.PoolManager(**kwargs)
+    manager.pool_classes_by_scheme = {
         "http": type(
             "CheckedHTTPPool", (connectionpool.HTTPConnectionPool,), {"ConnectionCls": http_conn}
         ),
         "https": type(
-            "CheckedHTTPSPool", (connectionpool.HTTPSConnectionPool,), {"ConnectionCls": https_conn}
+            "CheckedHTTPSPool",
+            (connectionpool.HTTPSConnectionPool,),
+            {"ConnectionCls": https_conn},
         ),
     }
-    result = requests.adapters.HTTPAdapter(**kwargs)
-    result.poolmanager.pool_classes_by_scheme = pools
-    return result
+    return manager
