@@ -40,6 +40,10 @@ Listener = Callable[[events.DeliveryEvent], None]
 _QUEUED, _RUNNING, _WAITING, _DONE = "queued", "running", "waiting", "done"
 
 
+# Guards the lazy creation of Delivery._done: few deliveries are ever waited for.
+_WAITERS_LOCK = threading.Lock()
+
+
 class Delivery:
     """One notification on its way to one action, across all its attempts."""
 
@@ -65,7 +69,7 @@ class Delivery:
         self.status_code: int | None = None
         self.error: str | None = None
         self.duration: float | None = None
-        self._done = threading.Event()
+        self._done: threading.Event | None = None  # made only if someone waits
 
     @property
     def key(self) -> tuple[str, str]:
@@ -77,7 +81,18 @@ class Delivery:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the delivery has a final outcome; True if it has."""
-        return self._done.wait(timeout)
+        with _WAITERS_LOCK:
+            if self.outcome is not None:
+                return True
+            if self._done is None:
+                self._done = threading.Event()
+            done = self._done
+        return done.wait(timeout)
+
+    def _finished(self) -> None:
+        with _WAITERS_LOCK:
+            if self._done is not None:
+                self._done.set()
 
     def event(
         self, outcome: str, error: str | None = None, next_attempt_in: float | None = None
@@ -436,7 +451,7 @@ class Dispatcher:
         delivery.outcome = outcome
         delivery.error = error
         self._emit(delivery.event(outcome, error))
-        delivery._done.set()
+        delivery._finished()
 
     def _drop(self, alarm_id: str, masked_action: str, scheme: str | None, cause: str) -> None:
         LOG.error("Alarm %s: action %s dropped: %s", alarm_id, masked_action, cause)

@@ -32,8 +32,11 @@ _QUERY_SECRET = re.compile(
 
 
 def _mask_all(text: str) -> str:
-    text = _USERINFO.sub(_mask_userinfo, text)
-    return _QUERY_SECRET.sub(lambda m: m.group("key") + MASK, text)
+    if "@" in text:
+        text = _USERINFO.sub(_mask_userinfo, text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(lambda m: m.group("key") + MASK, text)
+    return text
 
 
 def _mask_userinfo(match: re.Match) -> str:

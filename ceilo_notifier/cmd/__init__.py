@@ -52,6 +52,8 @@ def prepare(
     conf = cfg.CONF if conf is None else conf
     opts.register_opts(conf)
     log.register_options(conf)
+    # alembic narrates every schema check at INFO; only its problems matter here.
+    log.set_defaults(default_log_levels=[*log.get_default_log_levels(), "alembic=WARN"])
     # stdout is for a command's own output; logs go to stderr (and so to the
     # journal under systemd) unless a log file is configured.
     conf.set_default("use_stderr", True)
