@@ -25,6 +25,7 @@ from keystoneauth1 import plugin as ka_plugin
 from keystoneauth1 import session as ka_session
 from oslo_config import cfg
 
+from ceilo_notifier import masking
 from ceilo_notifier.masking import MASK
 
 GROUP = "service_credentials"
@@ -68,23 +69,10 @@ def _mask_trust_ids(message: str) -> str:
         return _TRUST_ID_IN_JSON.sub(rf"\g<1>{MASK}\g<2>", message)
 
 
-class _MaskTrustIds(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string is logging's problem
-            return True
-        masked = _mask_trust_ids(message)
-        if masked != message:
-            record.msg = masked
-            record.args = None
-        return True
-
-
 def _mask_trust_ids_in_keystoneauth_logs() -> None:
     logger = logging.getLogger(_KEYSTONEAUTH_TOKEN_LOGGER)
-    if not any(isinstance(f, _MaskTrustIds) for f in logger.filters):
-        logger.addFilter(_MaskTrustIds())
+    if not any(getattr(f, "mask", None) is _mask_trust_ids for f in logger.filters):
+        logger.addFilter(masking.MaskingFilter(_mask_trust_ids))
 
 
 class NotConfigured(Exception):

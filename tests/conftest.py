@@ -186,24 +186,23 @@ def caster(make_conf, rabbit_url):
 
 
 class Run:
-    """One in-process dispatcher; records every event it emits."""
+    """One in-process dispatcher with the installed plugins; records every event it emits."""
 
-    def __init__(self, conf):
+    def __init__(self, conf, on_event=None):
         self.events: list[events.DeliveryEvent] = []
-        self.dispatcher = dispatch.Dispatcher(conf, listeners=[self.events.append])
+        self.on_event = on_event
+        self.dispatcher = dispatch.Dispatcher(conf, listeners=[self._event])
         self.endpoint = endpoint.NotifierEndpoint(conf, self.dispatcher)
 
+    def _event(self, event):
+        self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
     def deliver(self, actions, timeout=15.0, **fields):
-        data = {
-            "alarm_id": fields.pop("alarm_id", str(uuid.uuid4())),
-            "actions": actions,
-            "previous": "ok",
-            "current": "alarm",
-            "reason": "r",
-            "reason_data": {},
-        }
-        data.update(fields)
-        deliveries = self.endpoint.handle(data)
+        deliveries = self.endpoint.handle(
+            helpers.alarm(actions, **{"reason": "r", "reason_data": {}, **fields})
+        )
         for d in deliveries:
             assert d.wait(timeout), f"{d.masked_action} unfinished"
         return deliveries

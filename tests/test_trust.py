@@ -22,9 +22,9 @@ import pytest
 from keystoneauth1 import exceptions as ka_exceptions
 from oslo_config import cfg
 
-from ceilo_notifier import dispatch, endpoint, events, keystone, notifiers, opts
+from ceilo_notifier import events, keystone, notifiers, opts
 from ceilo_notifier.notifiers import trust as trust_notifier
-from tests import helpers
+from tests import conftest, helpers
 from tests import keystone as ks
 from tests.keystone import fake
 
@@ -49,38 +49,15 @@ def identity(request, tmp_path_factory):
     server.close()
 
 
-class Run:
-    """One in-process dispatcher with the installed plugins; records its events."""
+class Run(conftest.Run):
+    """The shared in-process Run, waiting longer (Keystone is in the loop)."""
 
     def __init__(self, conf, on_event=None):
-        self.events: list[events.DeliveryEvent] = []
-        self.on_event = on_event
-        self.dispatcher = dispatch.Dispatcher(conf, listeners=[self._event])
-        self.endpoint = endpoint.NotifierEndpoint(conf, self.dispatcher)
+        super().__init__(conf, on_event)
         self.plugin = self.dispatcher.plugins["trust+http"]
 
-    def _event(self, event):
-        self.events.append(event)
-        if self.on_event is not None:
-            self.on_event(event)
-
     def deliver(self, actions, timeout=30.0, **fields):
-        data = {
-            "alarm_id": fields.pop("alarm_id", str(uuid.uuid4())),
-            "actions": actions,
-            "previous": "ok",
-            "current": "alarm",
-            "reason": "r",
-            "reason_data": {},
-        }
-        data.update(fields)
-        deliveries = self.endpoint.handle(data)
-        for d in deliveries:
-            assert d.wait(timeout), f"{d.masked_action} unfinished"
-        return deliveries
-
-    def outcomes(self, delivery):
-        return [e.outcome for e in self.events if e.request_id == delivery.request_id]
+        return super().deliver(actions, timeout, **fields)
 
 
 @pytest.fixture
