@@ -367,6 +367,8 @@ class Dispatcher:
         host = self._hosts[delivery.host]
         host.active -= 1
         self._running -= 1
+        if not self._running:
+            self._idle.notify_all()
         if host.waiting:
             self._ready(host.waiting.popleft())
         elif host.active == 0:
@@ -524,10 +526,6 @@ class Dispatcher:
                 self._idle.wait(remaining)
         return True
 
-    def in_flight(self) -> int:
-        with self._lock:
-            return self._running
-
     def stop(self, grace: float = 0.0) -> list[Delivery]:
         """Stop retrying, let running attempts finish within grace, return the unfinished."""
         with self._lock:
@@ -535,14 +533,9 @@ class Dispatcher:
         self._timer.stop()
         deadline = time.monotonic() + grace
         with self._lock:
-            while self._running and time.monotonic() < deadline:
-                self._idle.wait(min(0.05, max(0.0, deadline - time.monotonic())))
-            unfinished = [
-                d
-                for line in self._keys.values()
-                for d in (line.current, *line.pending)
-                if d is not None
-            ]
+            while self._running and (remaining := deadline - time.monotonic()) > 0:
+                self._idle.wait(remaining)
+            unfinished = [d for line in self._keys.values() for d in (line.current, *line.pending)]
         self._pool.shutdown(wait=False, cancel_futures=True)
         for plugin in self.plugins.values():
             try:
