@@ -226,7 +226,9 @@ class Dispatcher:
 
     # -- intake -------------------------------------------------------------
 
-    def prepare(self, notification: AlarmNotification, action: object) -> Delivery | None:
+    def prepare(
+        self, notification: AlarmNotification, action: object, request_id: str | None = None
+    ) -> Delivery | None:
         """Check one action and find its plugin; log and drop what cannot be delivered."""
         alarm_id = notification.alarm_id
         if not isinstance(action, str):
@@ -235,6 +237,7 @@ class Dispatcher:
                 repr(action)[:200],
                 None,
                 f"action is a {type(action).__name__}, not a string",
+                request_id=request_id,
             )
             return None
         masked = masking.mask_url(action)
@@ -245,25 +248,30 @@ class Dispatcher:
                 masked[:200] + "...",
                 None,
                 f"action is {len(action)} characters long, more than {max_len}",
+                request_id=request_id,
             )
             return None
         try:
             url = parse.urlsplit(action.strip())
             url.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError as exc:
-            self._drop(alarm_id, masked, None, f"unparsable URL: {exc}")
+            self._drop(alarm_id, masked, None, f"unparsable URL: {exc}", request_id=request_id)
             return None
         if not url.scheme:
-            self._drop(alarm_id, masked, None, "URL has no scheme")
+            self._drop(alarm_id, masked, None, "URL has no scheme", request_id=request_id)
             return None
         plugin = self.plugins.get(url.scheme.lower())
         if plugin is None:
             known = ", ".join(sorted(self.plugins))
             self._drop(
-                alarm_id, masked, url.scheme, f"unknown scheme {url.scheme!r} (installed: {known})"
+                alarm_id,
+                masked,
+                url.scheme,
+                f"unknown scheme {url.scheme!r} (installed: {known})",
+                request_id=request_id,
             )
             return None
-        return Delivery(notification, action.strip(), url, plugin)
+        return Delivery(notification, action.strip(), url, plugin, request_id)
 
     def dispatch(
         self, notification: AlarmNotification, actions: Sequence[object], strict: bool = False
@@ -312,11 +320,11 @@ class Dispatcher:
         now = time.time()
         for record in records:
             notification = AlarmNotification(**record.notification)
-            delivery = self.prepare(notification, record.action)
+            # A plugin gone since then drops it, with its request id: the
+            # journal marks it dropped instead of resuming it at every start.
+            delivery = self.prepare(notification, record.action, record.request_id)
             if delivery is None:
                 continue
-            delivery.request_id = record.request_id
-            delivery.notification = notification.for_delivery(record.request_id)
             delivery.attempt = record.attempts
             age = max(0.0, now - record.created_at.timestamp())
             delivery.first_attempt = time.monotonic() - age
@@ -455,7 +463,14 @@ class Dispatcher:
         self._emit(delivery.event(outcome, error))
         delivery._finished()
 
-    def _drop(self, alarm_id: str, masked_action: str, scheme: str | None, cause: str) -> None:
+    def _drop(
+        self,
+        alarm_id: str,
+        masked_action: str,
+        scheme: str | None,
+        cause: str,
+        request_id: str | None = None,
+    ) -> None:
         LOG.error("Alarm %s: action %s dropped: %s", alarm_id, masked_action, cause)
         self._emit(
             events.DeliveryEvent(
@@ -464,7 +479,7 @@ class Dispatcher:
                 scheme=scheme,
                 outcome=events.DROPPED,
                 attempt=0,
-                request_id=None,
+                request_id=request_id,
                 error=cause,
             )
         )

@@ -276,3 +276,18 @@ def test_a_failed_group_commit_fails_every_caller_in_it(tmp_path):
         conn.execute(sa.text("DROP TABLE deliveries"))
     with pytest.raises(sa.exc.OperationalError):
         j.record_new([new_row()])
+
+
+def test_a_journaled_delivery_whose_plugin_is_gone_is_dropped_not_resumed_forever(
+    journaled, caplog
+):
+    run = journaled()
+    j = run.backend.journal
+    row = {**new_row(alarm_id="orphan", action="gone://somewhere"), "action_masked": "gone://"}
+    journal.Journal(j.url, "test-host/OLD/1").record_new([row])
+    assert run.dispatcher.resume(j.claim_open("test-host", "L")) == []
+    run.backend.flush()
+    (rec,) = j.find(alarm_id="orphan")
+    assert rec.state == "dropped" and "unknown scheme 'gone'" in rec.error
+    assert "Alarm orphan: action gone://somewhere dropped: unknown scheme" in caplog.text
+    assert j.claim_open("test-host", "NEXT") == []
