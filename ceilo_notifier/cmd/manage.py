@@ -167,11 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     conf = cmd.prepare(sys.argv[1:] if argv is None else argv, cli_opts=[COMMAND])
     url = conf.database.connection
     command = conf.command.name
+    journal.upgrade(url)
     if command == "upgrade":
-        journal.upgrade(url)
         print("journal schema is up to date")
         return 0
-    journal.upgrade(url)
     the_journal = journal.Journal(url, journal.owner_tag(conf.host, "manage"))
     try:
         if command == "purge":
