@@ -194,7 +194,7 @@ class Journal:
         self.engine = make_engine(url)
         self._group_commit = GroupCommit(self._insert)
 
-    # -- writes from the dispatcher -----------------------------------------
+    # -- writes from the engine and the database event dispatcher ----------
 
     def record_new(self, rows: Sequence[dict[str, Any]]) -> None:
         """Write deliveries before their first attempt, all in one transaction."""

@@ -3,6 +3,8 @@
 Action URLs carry secrets (``user:password@``, trust ids, tokens in query
 strings). Everything that logs or records an action goes through
 ``mask_url``; ``MaskingFilter`` is the safety net for any other log line.
+The same filter escapes control characters, so that no caller can forge a
+log line with a newline in an alarm name, a reason or an action.
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ _QUERY_SECRET = re.compile(
     r"[^=&\s]*=)[^&\s'\"]+",
     re.IGNORECASE,
 )
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_control(text: str) -> str:
+    """Text with every control character written as an escape (``\\n``, ``\\x1b``)."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(
+        lambda m: _ESCAPES.get(m.group(), m.group().encode("unicode_escape").decode()), text
+    )
 
 
 def _mask_all(text: str) -> str:
@@ -71,7 +86,8 @@ def mask_text(text: str) -> str:
 
 
 class MaskingFilter(logging.Filter):
-    """Rewrite any log record so that no URL password survives, at any level.
+    """Rewrite any log record so that no URL password survives, at any level,
+    and no control character either (tracebacks, formatted apart, keep theirs).
 
     ``mask`` replaces the default rules for filters with secrets of their own
     to hide (the Keystone trust ids in keystoneauth's token dumps).
@@ -86,7 +102,7 @@ class MaskingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a broken format string is logging's problem, not ours
             return True
-        masked = self.mask(message)
+        masked = escape_control(self.mask(message))
         if masked != message:
             record.msg = masked
             record.args = None

@@ -42,7 +42,7 @@ IN_FLIGHT = prometheus_client.Gauge(
 
 
 def record(event: Any) -> None:
-    """Dispatcher listener: count what happened to a delivery."""
+    """Event sink: count what happened to a delivery."""
     scheme = event.scheme or "-"
     if event.duration is not None and event.attempt:
         ATTEMPT_SECONDS.labels(scheme).observe(event.duration)

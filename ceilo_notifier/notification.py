@@ -10,7 +10,7 @@ from typing import Any
 class AlarmNotification:
     """One alarm transition, validated, plus the id of the delivery carrying it.
 
-    ``request_id`` is set per action by the dispatcher and stays the same on
+    ``request_id`` is set per action by the engine and stays the same on
     every retry of that delivery, so a receiver can de-duplicate.
     """
 

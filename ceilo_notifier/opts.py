@@ -88,20 +88,44 @@ ALARM_OPTS = [
     ),
     cfg.IntOpt(
         "dispatch_pool_size",
-        default=512,
+        default=1024,
         min=1,
-        help="Most threads that run deliveries at once (started on demand). "
-        "The consumer thread never waits on a webhook; it hands actions to "
-        "this pool.",
+        help="Most delivery attempts in flight at once, all hosts together. "
+        "An attempt waiting on a webhook costs a socket and a few kilobytes "
+        "on the event loop, not a thread.",
     ),
     cfg.IntOpt(
         "per_host_concurrency",
         default=256,
         min=1,
-        help="Deliveries in flight at once to one webhook host (scheme, host "
-        "and port). Further deliveries to that host wait in its own line, so "
-        "a dead host holds at most this many pool threads, each for at most "
-        "rest_notifier_timeout. Keep it below dispatch_pool_size.",
+        help="Attempts in flight at once to one webhook host (scheme, host "
+        "and port). Further deliveries to that host wait in its own line; "
+        "hosts with deliveries waiting are served in turn, so a dead host "
+        "holds at most this many slots, each for at most "
+        "rest_notifier_timeout. Keep it well below dispatch_pool_size.",
+    ),
+    cfg.IntOpt(
+        "max_pending_deliveries",
+        default=25000,
+        min=1,
+        help="Most deliveries accepted and not yet finished (running, "
+        "waiting for a slot or for a retry). Beyond it the consumers wait, so "
+        "the service consumes more slowly instead of growing; each one holds "
+        "a few kilobytes.",
+    ),
+    cfg.IntOpt(
+        "plugin_pool_size",
+        default=32,
+        min=1,
+        help="Threads that run the attempts of blocking notifier plugins "
+        "(those without notify_async), beside the event loop.",
+    ),
+    cfg.FloatOpt(
+        "plugin_timeout",
+        default=30.0,
+        min=0.1,
+        help="Seconds an attempt of a plugin without a timeout of its own "
+        "may take; past it the attempt is abandoned and retried.",
     ),
     cfg.IntOpt(
         "max_actions",
@@ -163,12 +187,26 @@ ALARM_OPTS = [
     ),
     cfg.ListOpt(
         "rest_notifier_denied_networks",
-        # Link-local (where cloud metadata services live) and the metadata
+        # Loopback (the broker's management API answers there), unspecified,
+        # link-local (where cloud metadata services live) and the metadata
         # addresses outside it (AWS over IPv6, Alibaba Cloud).
-        default=["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32"],
-        help="Networks (CIDR) webhooks may not reach: by default link-local "
-        "and cloud metadata addresses. Checked on the resolved address at "
-        "connect time; a refused delivery fails at once, without retries.",
+        default=[
+            "127.0.0.0/8",
+            "::1/128",
+            "0.0.0.0/8",
+            "::/128",
+            "169.254.0.0/16",
+            "fe80::/10",
+            "fd00:ec2::254/128",
+            "100.100.100.200/32",
+        ],
+        help="Networks (CIDR) webhooks may not reach: by default loopback, "
+        "unspecified, link-local and cloud metadata addresses. Every address "
+        "a name resolves to is checked, and an IPv6 address carrying an IPv4 "
+        "one (mapped, compatible, NAT64, 6to4, Teredo) is judged by that "
+        "address too. A refused delivery fails at once, without retries. "
+        "Private ranges stay reachable; add a management network here to "
+        "deny it.",
     ),
     cfg.ListOpt(
         "rest_notifier_allowed_networks",
@@ -181,9 +219,19 @@ ALARM_OPTS = [
         "rest_notifier_timeout",
         default=10.0,
         min=0.1,
-        help="Seconds to wait for a webhook to accept the connection, and "
-        "then for each read of its answer: a webhook that accepts and never "
-        "answers holds an attempt for at most this long.",
+        help="Seconds one attempt may take in all: name resolution, "
+        "connect, TLS, request and the whole answer. A webhook that answers "
+        "slowly, one byte at a time or never holds an attempt for at most "
+        "this long.",
+    ),
+    cfg.StrOpt(
+        "rest_notifier_proxy",
+        secret=True,
+        help="Proxy URL (http://[user:password@]host:port) for every "
+        "webhook request; overrides HTTP_PROXY, HTTPS_PROXY and NO_PROXY of "
+        "the environment, which are honoured otherwise. Through a proxy, "
+        "target safety applies to webhooks given as address literals; the "
+        "proxy's own policy applies to names.",
     ),
     cfg.IntOpt(
         "rest_notifier_max_retries",

@@ -1,4 +1,4 @@
-"""The notifier service: an RPC server on the notifier topic feeding the dispatcher.
+"""The notifier service: the consumers on the notifier topic feeding the delivery engine.
 
 The class derives from oslo.service's backend-neutral ``ServiceBase`` so the
 same service runs on the threading backend (default) and on eventlet.
@@ -13,7 +13,9 @@ from oslo_config import cfg
 from oslo_log import log
 from oslo_service.backend import base
 
-from ceilo_notifier import dispatch, dispatchers, endpoint, journal, listener, metrics, rpc
+from ceilo_notifier import dispatchers, engine, journal, metrics, rpc
+from ceilo_notifier.consumers import notifications
+from ceilo_notifier.consumers import rpc as rpc_consumer
 from ceilo_notifier.dispatchers import database
 
 LOG = log.getLogger(__name__)
@@ -29,7 +31,7 @@ class NotifierService(base.ServiceBase):
         # later start resumes what this one left unfinished.
         self.launch = journal.new_launch()
         self.backends: list[dispatchers.EventBackend] = []
-        self.dispatcher: dispatch.Dispatcher | None = None
+        self.engine: engine.Engine | None = None
         self.rpc_server: oslo_messaging.MessageHandlingServer | None = None
         self.listener: oslo_messaging.MessageHandlingServer | None = None
         self.transport: oslo_messaging.Transport | None = None
@@ -48,18 +50,18 @@ class NotifierService(base.ServiceBase):
                 the_journal = backend.journal
             else:
                 backend.start()
-        self.dispatcher = dispatch.Dispatcher(
+        self.engine = engine.Engine(
             self.conf,
-            listeners=[metrics.record, dispatchers.listener(self.backends)],
+            sinks=[metrics.record, dispatchers.fan_out(self.backends)],
             journal=the_journal,
         )
         if the_journal is not None:
-            resumed = self.dispatcher.resume(the_journal.claim_open(self.conf.host, self.launch))
+            resumed = self.engine.resume(the_journal.claim_open(self.conf.host, self.launch))
             if resumed:
                 LOG.info("Resumed %d unfinished deliveries from the journal", len(resumed))
         self.transport = rpc.get_transport(self.conf)
         target = rpc.get_target(self.conf, server=self.conf.host)
-        the_endpoint = endpoint.NotifierEndpoint(self.conf, self.dispatcher)
+        the_endpoint = rpc_consumer.NotifierEndpoint(self.conf, self.engine)
         self.rpc_server = oslo_messaging.get_rpc_server(
             self.transport,
             target,
@@ -69,13 +71,13 @@ class NotifierService(base.ServiceBase):
         self.rpc_server.start()
         if self.conf.alarm.notification_listener:
             self.listener_transport = oslo_messaging.get_notification_transport(self.conf)
-            self.listener = listener.get_listener(
+            self.listener = notifications.get_listener(
                 self.conf, self.listener_transport, the_endpoint, executor=self.executor
             )
             self.listener.start()
             LOG.info(
                 "Listening for %s notifications on exchange %s, topic %s",
-                listener.EVENT_TYPE,
+                notifications.EVENT_TYPE,
                 self.conf.alarm.notifier_exchange,
                 self.conf.alarm.notifier_topic,
             )
@@ -86,11 +88,13 @@ class NotifierService(base.ServiceBase):
             self.conf.host,
             self.conf.control_exchange,
             self.executor,
-            ", ".join(sorted(self.dispatcher.plugins)),
+            ", ".join(sorted(self.engine.plugins)),
         )
 
     def stop(self, graceful: bool = True) -> None:
         """Stop consuming first, then give running deliveries the grace period."""
+        if self.engine is not None:
+            self.engine.close_intake()  # consumers waiting for room let go
         for server in (self.rpc_server, self.listener):
             if server is None:
                 continue
@@ -100,15 +104,15 @@ class NotifierService(base.ServiceBase):
             except Exception:
                 LOG.exception("Stopping %s failed", type(server).__name__)
         self.rpc_server = self.listener = None
-        if self.dispatcher is not None:
-            unfinished = self.dispatcher.stop(self.conf.shutdown_grace_period if graceful else 0)
+        if self.engine is not None:
+            unfinished = self.engine.stop(self.conf.shutdown_grace_period if graceful else 0)
             if unfinished:
                 LOG.warning(
                     "Stopped with %d deliveries unfinished; they stay in the journal "
                     "and resume at the next start",
                     len(unfinished),
                 )
-            self.dispatcher = None
+            self.engine = None
         for backend in self.backends:
             try:
                 backend.stop()

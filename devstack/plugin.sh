@@ -43,6 +43,9 @@ function configure_ceilo_notifier {
         iniset "$conf" DEFAULT control_exchange "$CEILO_NOTIFIER_CONTROL_EXCHANGE"
     fi
     iniset "$conf" alarm notifier_rpc_topic "$CEILO_NOTIFIER_RPC_TOPIC"
+    # A devstack cloud is one machine: its services and test webhooks answer
+    # on loopback, which the default denies. The rest of the default stays.
+    iniset "$conf" alarm rest_notifier_denied_networks "$CEILO_NOTIFIER_DENIED_NETWORKS"
 
     # Quorum queues survive a broker restart, so no cast is lost while the
     # service re-declares its queues. Evaluators must use the same settings.

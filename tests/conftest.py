@@ -11,13 +11,15 @@ import uuid
 import pytest
 
 from ceilo_notifier import cmd as _cmd  # noqa: F401 - selects oslo.service's threading backend
-from ceilo_notifier import dispatch, endpoint, events
+from ceilo_notifier import engine, events
+from ceilo_notifier.consumers import rpc as rpc_consumer
 from tests import helpers
 
 RABBIT_HOST = os.environ.get("CEILO_TEST_RABBIT_HOST", "127.0.0.1")
 RABBIT_PORT = int(os.environ.get("CEILO_TEST_RABBIT_PORT", "5672"))
 RABBIT_USER = os.environ.get("CEILO_TEST_RABBIT_USER", "guest")
 RABBIT_PASSWORD = os.environ.get("CEILO_TEST_RABBIT_PASSWORD", "guest")
+LOOPBACK = "127.0.0.0/8,::1/128"
 
 
 def _rabbitmqctl(*args: str) -> None:
@@ -122,6 +124,8 @@ def start_notifier(tmp_path, rabbit_url):
                 "notifier_rpc_topic": topic,
                 "rest_notifier_timeout": 2,
                 "rest_notifier_retry_backoff": 0.05,
+                # The webhooks of the tests live on loopback, denied by default.
+                "rest_notifier_allowed_networks": LOOPBACK,
                 **(alarm or {}),
             },
             **(extra or {}),
@@ -159,6 +163,8 @@ def make_conf(tmp_path):
         conf.set_override("state_path", str(tmp_path))
         if topic:
             conf.set_override("notifier_rpc_topic", topic, group="alarm")
+        # The webhooks of the tests live on loopback, denied by default.
+        conf.set_override("rest_notifier_allowed_networks", LOOPBACK.split(","), group="alarm")
         for key, value in (alarm or {}).items():
             conf.set_override(key, value, group="alarm")
         for key, value in default.items():
@@ -186,13 +192,13 @@ def caster(make_conf, rabbit_url):
 
 
 class Run:
-    """One in-process dispatcher with the installed plugins; records every event it emits."""
+    """One in-process engine with the installed plugins; records every event it emits."""
 
     def __init__(self, conf, on_event=None):
         self.events: list[events.DeliveryEvent] = []
         self.on_event = on_event
-        self.dispatcher = dispatch.Dispatcher(conf, listeners=[self._event])
-        self.endpoint = endpoint.NotifierEndpoint(conf, self.dispatcher)
+        self.engine = engine.Engine(conf, sinks=[self._event])
+        self.endpoint = rpc_consumer.NotifierEndpoint(conf, self.engine)
 
     def _event(self, event):
         self.events.append(event)
@@ -224,4 +230,4 @@ def run(make_conf):
 
     yield make
     for r in runs:
-        r.dispatcher.stop()
+        r.engine.stop()

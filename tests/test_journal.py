@@ -10,7 +10,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from ceilo_notifier import dispatch, endpoint, events, journal
+from ceilo_notifier import engine, events, journal
+from ceilo_notifier.consumers import rpc as rpc_consumer
 from ceilo_notifier.dispatchers import database
 
 PG_URL = os.environ.get("CEILO_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
@@ -132,7 +133,7 @@ def test_purge_removes_only_old_finished_deliveries(db_url):
 
 
 class JournaledRun:
-    """The real dispatcher, plugins and database dispatcher, in this process."""
+    """The real engine, plugins and database dispatcher, in this process."""
 
     def __init__(self, conf, url):
         conf.set_override("connection", url, group="database")
@@ -140,12 +141,12 @@ class JournaledRun:
         self.backend = database.DatabaseBackend(conf)
         self.backend.start("test-host/L/1")
         self.events: list[events.DeliveryEvent] = []
-        self.dispatcher = dispatch.Dispatcher(
+        self.engine = engine.Engine(
             conf,
-            listeners=[self.events.append, lambda e: self.backend.dump(20, e)],
+            sinks=[self.events.append, lambda e: self.backend.dump(20, e)],
             journal=self.backend.journal,
         )
-        self.endpoint = endpoint.NotifierEndpoint(conf, self.dispatcher)
+        self.endpoint = rpc_consumer.NotifierEndpoint(conf, self.engine)
 
     def cast(self, url, current, alarm_id):
         return self.endpoint.handle(
@@ -159,7 +160,7 @@ class JournaledRun:
         )
 
     def close(self):
-        self.dispatcher.stop()
+        self.engine.stop()
         self.backend.flush()
         self.backend.stop()
 
@@ -285,7 +286,7 @@ def test_a_journaled_delivery_whose_plugin_is_gone_is_dropped_not_resumed_foreve
     j = run.backend.journal
     row = {**new_row(alarm_id="orphan", action="gone://somewhere"), "action_masked": "gone://"}
     journal.Journal(j.url, "test-host/OLD/1").record_new([row])
-    assert run.dispatcher.resume(j.claim_open("test-host", "L")) == []
+    assert run.engine.resume(j.claim_open("test-host", "L")) == []
     run.backend.flush()
     (rec,) = j.find(alarm_id="orphan")
     assert rec.state == "dropped" and "unknown scheme 'gone'" in rec.error

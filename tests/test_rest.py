@@ -1,6 +1,6 @@
 """The http/https notifier against real HTTP and HTTPS servers on 127.0.0.1.
 
-These run the real dispatcher and plugin in the test process (no broker
+These run the real engine and plugin in the test process (no broker
 needed to talk to a webhook); the RPC path is covered in test_service.
 """
 
@@ -11,7 +11,8 @@ import logging
 
 import pytest
 
-from ceilo_notifier import dispatch, endpoint, events
+from ceilo_notifier import engine, events
+from ceilo_notifier.consumers import rpc as rpc_consumer
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 425, 429])
@@ -75,7 +76,7 @@ def test_a_hanging_webhook_times_out_per_attempt(run, webhook):
     url = webhook.url("hang")
     (d,) = run(rest_notifier_timeout=0.5, rest_notifier_max_retries=1).deliver([url])
     assert d.outcome == events.FAILED and d.attempt == 2
-    assert "no answer within 0.5 s" in d.error
+    assert "no complete answer within 0.5 s" in d.error
     assert len(webhook.requests_for(url)) == 2
 
 
@@ -179,18 +180,18 @@ def test_a_plugin_that_raises_fails_only_its_own_action(make_conf, webhook, capl
             raise RuntimeError("boom")
 
     conf = make_conf()
-    plugins = dispatch.load_plugins(conf)
+    plugins = engine.load_plugins(conf)
     plugins["broken"] = Broken(conf)
-    dispatcher = dispatch.Dispatcher(conf, plugins=plugins)
+    the_engine = engine.Engine(conf, plugins=plugins)
     try:
         good = webhook.url("ok")
-        deliveries = endpoint.NotifierEndpoint(conf, dispatcher).handle(
+        deliveries = rpc_consumer.NotifierEndpoint(conf, the_engine).handle(
             {"alarm_id": "raiser", "actions": ["broken://x", good]}
         )
         for d in deliveries:
             assert d.wait(10)
     finally:
-        dispatcher.stop()
+        the_engine.stop()
     assert [d.outcome for d in deliveries] == [events.FAILED, events.DELIVERED]
     assert (
         "Alarm raiser: delivery to broken://x failed after 1 attempt(s): plugin Broken "

@@ -11,7 +11,7 @@ from ceilo_notifier import events
 
 def test_cloud_metadata_is_refused_by_default_without_retries(run, caplog):
     caplog.set_level(logging.INFO)
-    (d,) = run(rest_notifier_max_retries=3).deliver(
+    (d,) = run(rest_notifier_max_retries=3, rest_notifier_allowed_networks=[]).deliver(
         ["http://169.254.169.254/latest/meta-data/"], alarm_id="ssrf"
     )
     assert d.outcome == events.FAILED and d.attempt == 1
@@ -25,7 +25,9 @@ def test_cloud_metadata_is_refused_by_default_without_retries(run, caplog):
 
 def test_a_host_name_resolving_to_a_denied_address_is_refused(run, webhook):
     url = webhook.url("ok").replace("127.0.0.1", "localhost")
-    (d,) = run(rest_notifier_denied_networks=["127.0.0.0/8", "::1/128"]).deliver([url])
+    (d,) = run(
+        rest_notifier_denied_networks=["127.0.0.0/8", "::1/128"], rest_notifier_allowed_networks=[]
+    ).deliver([url])
     assert d.outcome == events.FAILED and d.attempt == 1
     assert "localhost resolves to" in d.error and "denied network" in d.error
     assert webhook.requests_for(url) == []

@@ -6,7 +6,7 @@ bootstrapped on SQLite, Fernet tokens, served on 127.0.0.1; skipped with the
 reason where it cannot be installed) and against ``tests.keystone.fake``, a
 stand-in for its token API that always runs. See ``tests/keystone``.
 
-The dispatcher and the plugin run in the test process, as in test_rest; one
+The engine and the plugin run in the test process, as in test_rest; one
 test goes through the real service process and RabbitMQ.
 """
 
@@ -54,7 +54,7 @@ class Run(conftest.Run):
 
     def __init__(self, conf, on_event=None):
         super().__init__(conf, on_event)
-        self.plugin = self.dispatcher.plugins["trust+http"]
+        self.plugin = self.engine.plugins["trust+http"]
 
     def deliver(self, actions, timeout=30.0, **fields):
         return super().deliver(actions, timeout, **fields)
@@ -85,7 +85,7 @@ def run(tmp_path, identity):
 
     yield make
     for r in runs:
-        r.dispatcher.stop()
+        r.engine.stop()
 
 
 def trust_action(url: str, trust_id: str) -> str:
@@ -338,7 +338,7 @@ def test_without_service_credentials_the_plugin_loads_and_fails_clearly(make_con
         (d,) = r.deliver([webhook.url("ok")])
         assert d.outcome == events.DELIVERED
     finally:
-        r.dispatcher.stop()
+        r.engine.stop()
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,11 @@ rabbit_transient_quorum_queue = true
 
 [database]
 connection = sqlite:///$TOP/data/ceilo-notifier.sqlite
+
+# Local testing posts to webhooks on this machine: loopback is allowed here,
+# unlike the default. Everything else of the default deny list stays denied.
+[alarm]
+rest_notifier_denied_networks = 0.0.0.0/8,::/128,169.254.0.0/16,fe80::/10,fd00:ec2::254/128,100.100.100.200/32
 CONF
     echo "run-service: wrote $CONF" >&2
 fi

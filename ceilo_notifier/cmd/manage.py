@@ -125,7 +125,7 @@ def replay(
     out=sys.stdout,
 ) -> int:
     """Deliver failed deliveries again, here, journaling every attempt."""
-    from ceilo_notifier import dispatch, dispatchers
+    from ceilo_notifier import dispatchers, engine
     from ceilo_notifier.dispatchers import database
 
     claimed = the_journal.claim([r.request_id for r in records], [events.FAILED])
@@ -147,15 +147,13 @@ def replay(
                 flush=True,
             )
 
-    dispatcher = dispatch.Dispatcher(
-        conf, listeners=[dispatchers.listener([backend]), progress], journal=None
-    )
+    the_engine = engine.Engine(conf, sinks=[dispatchers.fan_out([backend]), progress], journal=None)
     try:
         for record in claimed:
-            dispatcher.resume([dataclasses.replace(record, attempts=0, next_attempt_at=None)])
-        dispatcher.wait_idle()
+            the_engine.resume([dataclasses.replace(record, attempts=0, next_attempt_at=None)])
+        the_engine.wait_idle()
     finally:
-        dispatcher.stop()
+        the_engine.stop()
         backend.flush()
         backend.stop()
     delivered = sum(e.outcome == events.DELIVERED for e in done)

@@ -54,8 +54,9 @@ def build_data(conf: cfg.ConfigOpts) -> dict:
 
 
 def deliver_locally(conf: cfg.ConfigOpts, data: dict, out=sys.stdout) -> int:
-    """Dispatch in-process, print one line per action, return the exit code."""
-    from ceilo_notifier import dispatch, endpoint
+    """Deliver in-process, print one line per action, return the exit code."""
+    from ceilo_notifier import engine
+    from ceilo_notifier.consumers import rpc
 
     finals: list[events.DeliveryEvent] = []
     lock = threading.Lock()
@@ -65,12 +66,12 @@ def deliver_locally(conf: cfg.ConfigOpts, data: dict, out=sys.stdout) -> int:
             with lock:
                 finals.append(event)
 
-    dispatcher = dispatch.Dispatcher(conf, listeners=[collect])
+    the_engine = engine.Engine(conf, sinks=[collect])
     try:
-        deliveries = endpoint.NotifierEndpoint(conf, dispatcher).handle(data)
-        dispatcher.wait_idle(conf.wait)
+        deliveries = rpc.NotifierEndpoint(conf, the_engine).handle(data)
+        the_engine.wait_idle(conf.wait)
     finally:
-        dispatcher.stop()
+        the_engine.stop()
     pending = [d for d in deliveries if d.outcome is None]
     with lock:
         results = list(finals)

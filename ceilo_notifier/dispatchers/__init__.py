@@ -33,9 +33,10 @@ LEVELS = {
 
 
 class EventBackend(abc.ABC):
-    """Receives every delivery event. ``dump`` is called from many threads and
-    must not block for long: the dispatcher calls it on its way to the next
-    delivery."""
+    """Receives every delivery event. ``dump`` is called on the engine's
+    announcer thread, in the order the events happened; a slow ``dump``
+    delays the announcements (and, past ``max_pending_deliveries``, intake),
+    never a delivery."""
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
@@ -54,8 +55,8 @@ class EventBackend(abc.ABC):
 class QueuedBackend(EventBackend):
     """A backend whose writes happen on a thread of its own, in batches.
 
-    ``dump`` only queues, so a slow database or broker never holds up a
-    delivery thread; subclasses implement ``write(batch)``.
+    ``dump`` only queues, so a slow database or broker never holds up the
+    announcer; subclasses implement ``write(batch)``.
     """
 
     batch_size = 500
@@ -140,8 +141,8 @@ def load(conf: cfg.ConfigOpts, names: Sequence[str] | None = None) -> list[Event
     return [ext.obj for ext in manager]
 
 
-def listener(backends: Sequence[EventBackend]):
-    """One callable for the dispatcher that fans an event out to every backend."""
+def fan_out(backends: Sequence[EventBackend]):
+    """One event sink for the engine that hands each event to every backend."""
 
     def dump(event: events.DeliveryEvent) -> None:
         level = LEVELS.get(event.outcome, logging.INFO)

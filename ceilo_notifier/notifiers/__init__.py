@@ -1,8 +1,10 @@
 """Notifier plugins: one class per URL scheme, loaded with stevedore.
 
-A plugin only delivers. It knows nothing of the broker, the pool, the
-journal or retries: it raises ``RetryableError`` and the dispatcher decides
-when (and whether) to try again.
+A plugin only delivers. It knows nothing of the broker, the scheduler, the
+journal or retries: it raises ``RetryableError`` and the engine decides when
+(and whether) to try again. A plugin implements the blocking ``notify``
+(run in a bounded thread pool) or the coroutine ``notify_async`` (run on the
+engine's event loop, for plugins whose attempts mostly wait on the network).
 """
 
 from __future__ import annotations
@@ -36,24 +38,31 @@ class RetryableError(DeliveryError):
         self.retry_after = retry_after
 
 
-class AlarmNotifier(abc.ABC):
+class AlarmNotifier(abc.ABC):  # noqa: B024 - notify or notify_async, either one
     """Base class of notifier plugins.
 
-    Plugins are instantiated once, with the service configuration, and
-    ``notify`` is called from many threads at once.
+    Plugins are instantiated once, with the service configuration; ``notify``
+    is called from many threads at once. An attempt that takes longer than
+    ``attempt_timeout`` seconds (default ``[alarm] plugin_timeout``) is
+    abandoned and retried.
     """
+
+    attempt_timeout: float | None = None
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
 
-    @abc.abstractmethod
     def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> int | None:
-        """Deliver one notification to one action.
+        """Deliver one notification to one action (blocking).
+
+        Implement this or the coroutine ``notify_async(action, notification)``,
+        which the engine prefers when a plugin has it.
 
         :returns: a status code where the transport has one, else None.
         :raises RetryableError: for a failure worth another attempt.
         :raises DeliveryError: for a failure that is final.
         """
+        raise NotImplementedError(f"{type(self).__name__} has neither notify nor notify_async")
 
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release connections; called once when the service stops."""

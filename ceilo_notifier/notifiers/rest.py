@@ -1,29 +1,48 @@
-"""``http://`` and ``https://``: POST the alarm as JSON to a webhook."""
+"""``http://`` and ``https://``: POST the alarm as JSON to a webhook.
+
+The request runs on the engine's event loop with aiohttp, so a webhook that
+hangs costs a socket and a few kilobytes, not a thread. What a tenant's
+webhook can do to the service is bounded here:
+
+* the whole attempt — resolution, connect, TLS, request and the full
+  response — ends within ``rest_notifier_timeout``, whatever the webhook
+  does (``ClientTimeout(total=...)``, a server dripping bytes included);
+* at most ``MAX_BODY_READ`` bytes of an answer are read, for the log; the
+  rest is dropped with the connection;
+* every address a name resolves to must pass target safety
+  (``safety.SafeResolver``), and they are tried in order until one answers;
+* redirects are not followed.
+
+One aiohttp session (and connector) is kept per TLS profile: certificate
+verification on or off, since an action may override it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.utils
 import hashlib
 import hmac
 import json
-import threading
+import ssl
 import time
 from urllib import parse
 
-import urllib3
+import aiohttp
 from oslo_config import cfg
 from oslo_log import log
 from oslo_utils import strutils
 
-from ceilo_notifier import notifiers, version
+from ceilo_notifier import masking, notifiers, version
 from ceilo_notifier.notification import AlarmNotification
-from ceilo_notifier.notifiers import safety
+from ceilo_notifier.notifiers import proxies, safety
 
 LOG = log.getLogger(__name__)
 
 VERIFY_PARAMS = ("ceilometer-alarm-ssl-verify", "aodh-alarm-ssl-verify")
 RETRYABLE_STATUS = frozenset({408, 425, 429})
+MAX_BODY_READ = 1024
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -95,25 +114,31 @@ def sign(
     }
 
 
-def _root_cause(exc: BaseException) -> str:
-    """The innermost reason of a urllib3 error, without its wrapping."""
-    reason = exc.args[0] if exc.args else exc
-    reason = getattr(reason, "reason", reason)
-    text = str(reason)
-    if "): " in text and text.startswith(("HTTPConnection(", "HTTPSConnection(")):
-        text = text.split("): ", 1)[1]
+def _cause(exc: BaseException) -> str:
+    """The innermost reason of a client error, without aiohttp's wrapping."""
+    inner = getattr(exc, "os_error", None) or exc.__cause__ or exc
+    text = str(inner) or type(inner).__name__
     return text
 
 
-class RestAlarmNotifier(notifiers.AlarmNotifier):
-    """POSTs with urllib3: a connection pool per host, shared by all threads.
+def tls_context(conf: cfg.ConfigOpts, verify: bool) -> ssl.SSLContext:
+    """The TLS settings of one profile: CA bundle, verification, client certificate."""
+    opts = conf.alarm
+    if verify:
+        ctx = ssl.create_default_context(cafile=opts.rest_notifier_ca_bundle_certificate_path)
+    else:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if opts.rest_notifier_certificate_file:
+        ctx.load_cert_chain(
+            opts.rest_notifier_certificate_file, opts.rest_notifier_certificate_key or None
+        )
+    return ctx
 
-    urllib3 directly, not requests on top of it: requests' per-request
-    machinery cost more CPU than the rest of a delivery put together, and
-    nothing of it (cookies, redirects, hooks) is wanted here. One pool
-    manager is kept per TLS profile (verification on or off, CA bundle,
-    client certificate), since these are per pool in urllib3.
-    """
+
+class RestAlarmNotifier(notifiers.AlarmNotifier):
+    """POSTs with aiohttp on the engine's event loop."""
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         super().__init__(conf)
@@ -121,44 +146,43 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         self.policy = safety.AddressPolicy(
             opts.rest_notifier_denied_networks, opts.rest_notifier_allowed_networks
         )
-        self._managers: dict[bool, urllib3.PoolManager] = {}
-        self._lock = threading.Lock()
+        self.proxies = proxies.ProxyChooser(opts.rest_notifier_proxy)
+        self.timeout = opts.rest_notifier_timeout
+        # The engine's deadline sits just past the client's own, which then
+        # reports the timeout in its words; a token fetch fits in between.
+        self.attempt_timeout = self.timeout + 1.0
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self.user_agent = f"ceilo-notifier/{version.version_string()}"
         self.signing_keys = [decode_signing_key(k) for k in opts.rest_notifier_signing_keys]
-        # urllib3 would warn on every unverified request; say it once instead.
-        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         if not opts.rest_notifier_ssl_verify:
             LOG.warning(
                 "rest_notifier_ssl_verify is off: HTTPS webhooks are not verified "
                 "unless an action sets ceilometer-alarm-ssl-verify=1"
             )
 
-    def _manager(self, verify: bool) -> urllib3.PoolManager:
-        manager = self._managers.get(verify)
-        if manager is not None:
-            return manager
-        with self._lock:
-            if verify not in self._managers:
-                opts = self.conf.alarm
-                tls: dict[str, object] = {}
-                if verify:
-                    tls["cert_reqs"] = "CERT_REQUIRED"
-                    if opts.rest_notifier_ca_bundle_certificate_path:
-                        tls["ca_certs"] = opts.rest_notifier_ca_bundle_certificate_path
-                else:
-                    tls["cert_reqs"] = "CERT_NONE"
-                    tls["assert_hostname"] = False
-                if opts.rest_notifier_certificate_file:
-                    tls["cert_file"] = opts.rest_notifier_certificate_file
-                    tls["key_file"] = opts.rest_notifier_certificate_key or None
-                self._managers[verify] = safety.pool_manager(
-                    self.policy,
-                    num_pools=opts.dispatch_pool_size,
-                    maxsize=opts.per_host_concurrency,
-                    block=False,
-                    **tls,
-                )
-            return self._managers[verify]
+    def _session(self, verify: bool) -> aiohttp.ClientSession:
+        """The session of a TLS profile, made on first use on the running loop."""
+        session = self._sessions.get(verify)
+        if session is None or session.closed:
+            opts = self.conf.alarm
+            connector = aiohttp.TCPConnector(
+                ssl=tls_context(self.conf, verify),
+                limit=0,  # the scheduler caps the pool and each host
+                limit_per_host=0,
+                resolver=safety.SafeResolver(self.policy, self.proxies.endpoints()),
+                ttl_dns_cache=10,
+                keepalive_timeout=15,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=opts.rest_notifier_timeout),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                trust_env=False,  # proxies are chosen by self.proxies, as requests would
+                skip_auto_headers=("Accept-Encoding",),
+            )
+            self._sessions[verify] = session
+        return session
 
     def headers(self, notification: AlarmNotification, body: bytes) -> dict[str, str]:
         headers = {
@@ -175,57 +199,103 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
     ) -> tuple[str, tuple[str, str] | None, bool | None, dict[str, str]]:
         """Where and how to POST: (URL, basic auth, verify override, extra headers).
 
-        Subclasses for other schemes (``trust+http``) change this only.
+        Subclasses for other schemes (``trust+http``) change this only; it
+        may block (it runs in a thread when a subclass overrides it).
         """
         url, auth, verify = split_action(action)
         return url, auth, verify, {}
 
-    def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> int:
-        url, auth, verify, extra_headers = self.target(action)
+    async def _target(
+        self, action: parse.SplitResult
+    ) -> tuple[str, tuple[str, str] | None, bool | None, dict[str, str]]:
+        if type(self).target is RestAlarmNotifier.target:
+            return self.target(action)
+        return await asyncio.get_running_loop().run_in_executor(None, self.target, action)
+
+    async def notify_async(self, action: parse.SplitResult, notification: AlarmNotification) -> int:
+        url, auth, verify, extra_headers = await self._target(action)
+        target = parse.urlsplit(url)
+        try:
+            self.policy.check_literal(target.hostname)
+        except safety.TargetDenied as exc:
+            raise notifiers.DeliveryError(f"target refused: {exc}") from None
         body = json.dumps(notification.body()).encode()
         headers = {**self.headers(notification, body), **extra_headers}
         if auth is not None:
-            headers.update(urllib3.util.make_headers(basic_auth=":".join(auth)))
-        opts = self.conf.alarm
-        timeout = opts.rest_notifier_timeout
+            headers["Authorization"] = aiohttp.encode_basic_auth(*auth)
         if verify is None:
-            verify = opts.rest_notifier_ssl_verify
+            verify = self.conf.alarm.rest_notifier_ssl_verify
+        proxy = self.proxies.choose(target)
         try:
-            response = self._manager(verify).request(
-                "POST",
+            session = self._session(verify)
+            async with session.post(
                 url,
-                body=body,
+                data=body,
                 headers=headers,
-                timeout=urllib3.Timeout(connect=timeout, read=timeout),
-                retries=False,
-                redirect=False,
-            )
+                allow_redirects=False,
+                proxy=proxy.url if proxy else None,
+                proxy_headers=proxy.headers if proxy else None,
+            ) as response:
+                status = response.status
+                if 200 <= status < 300:
+                    await self._drain(response)
+                    return status
+                text = await self._drain(response)
+                reason = response.reason or ""
+                retry_after = response.headers.get("Retry-After")
+                location = response.headers.get("Location")
         except safety.TargetDenied as exc:
             raise notifiers.DeliveryError(f"target refused: {exc}") from None
-        except urllib3.exceptions.SSLError as exc:
-            raise notifiers.DeliveryError(f"TLS error: {_root_cause(exc)}") from None
-        except urllib3.exceptions.NewConnectionError as exc:  # a TimeoutError in urllib3
-            raise notifiers.RetryableError(f"connection error: {_root_cause(exc)}") from None
-        except urllib3.exceptions.TimeoutError:
-            raise notifiers.RetryableError(f"no answer within {timeout} s") from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise notifiers.RetryableError(f"connection error: {_root_cause(exc)}") from None
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+            raise notifiers.DeliveryError(f"TLS error: {_cause(exc)}") from None
+        except aiohttp.ClientConnectorDNSError as exc:
+            raise notifiers.RetryableError(f"name resolution failed: {_cause(exc)}") from None
+        except asyncio.TimeoutError:
+            raise notifiers.RetryableError(
+                f"no complete answer within {self.timeout:g} s"
+            ) from None
+        except aiohttp.InvalidURL as exc:
+            raise notifiers.DeliveryError(f"invalid URL: {exc}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise notifiers.RetryableError(f"connection error: {_cause(exc)}") from None
+        except ssl.SSLError as exc:
+            raise notifiers.DeliveryError(f"TLS setup failed: {exc}") from None
         except ValueError as exc:
             raise notifiers.DeliveryError(f"request failed: {exc}") from None
-        status = response.status
-        if 200 <= status < 300:
-            return status
-        summary = f"HTTP {status} {response.reason or ''}".strip()
+        summary = f"HTTP {status} {reason}".strip()
+        if text:
+            summary += f": {masking.mask_text(text)}"
         if status in RETRYABLE_STATUS or status >= 500:
-            raise notifiers.RetryableError(
-                summary, status, parse_retry_after(response.headers.get("Retry-After"))
-            )
+            raise notifiers.RetryableError(summary, status, parse_retry_after(retry_after))
         if 300 <= status < 400:
-            summary += f" (redirect to {response.headers.get('Location')!r} not followed)"
+            summary += f" (redirect to {location!r} not followed)"
         raise notifiers.DeliveryError(summary, status)
 
-    def close(self) -> None:
-        with self._lock:
-            for manager in self._managers.values():
-                manager.clear()
-            self._managers.clear()
+    @staticmethod
+    async def _drain(response: aiohttp.ClientResponse) -> str:
+        """Read at most MAX_BODY_READ bytes; drop the connection if more would follow."""
+        data = b""
+        while len(data) < MAX_BODY_READ:
+            chunk = await response.content.read(MAX_BODY_READ - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if not response.content.at_eof():
+            response.close()
+        return data.decode("utf-8", "replace").strip()[:200]
+
+    def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> int:
+        """Blocking form, for callers without the engine's loop (one request, one loop)."""
+
+        async def once() -> int:
+            try:
+                return await self.notify_async(action, notification)
+            finally:
+                await self.close_async()
+
+        return asyncio.run(once())
+
+    async def close_async(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()

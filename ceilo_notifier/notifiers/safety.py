@@ -2,9 +2,15 @@
 
 Alarm actions are written by cloud users, so an ``http://`` action is a
 request the service makes on a user's behalf from inside the cloud. The
-check runs on the address the host name resolves to, at connect time, and
-the connection is made to that very address: a name that resolves to a
-denied address (or is re-pointed between check and connect) is refused.
+check runs on every address a host name resolves to, inside the HTTP
+client's resolver, and the client connects only to the addresses the check
+saw: a name that resolves to a denied address is refused, and a name that
+cannot be resolved fails the attempt without any connection. Addresses
+given literally in the URL are checked before the request.
+
+An IPv6 address that carries an IPv4 one (IPv4-mapped or -compatible, NAT64,
+6to4, Teredo) is judged by the IPv4 address too, since a translator on the
+way may deliver it there.
 """
 
 from __future__ import annotations
@@ -13,11 +19,34 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 
-from urllib3 import connection, connectionpool, poolmanager
+from aiohttp import abc as aiohttp_abc
+from aiohttp import resolver as aiohttp_resolver
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 class TargetDenied(ValueError):
-    """The webhook's address is not permitted. Not an OSError: urllib3 must not retry it."""
+    """The webhook's address is not permitted. Not an OSError: no client may retry it."""
+
+
+def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (none for an IPv4 address)."""
+    if ip.version == 4:
+        return []
+    found = []
+    if ip.ipv4_mapped:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour:
+        found.append(ip.sixtofour)
+    if ip.teredo:
+        found.extend(ip.teredo)
+    packed = int(ip) & 0xFFFFFFFF
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        found.append(ipaddress.IPv4Address(packed))
+    return found
 
 
 class AddressPolicy:
@@ -28,64 +57,62 @@ class AddressPolicy:
         self.denied = [ipaddress.ip_network(n, strict=False) for n in denied]
         self.allowed = [ipaddress.ip_network(n, strict=False) for n in allowed]
 
-    def check(self, host: str, address: str) -> None:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if getattr(ip, "ipv4_mapped", None):
-            ip = ip.ipv4_mapped
+    def _refusal(self, ip: IPAddress) -> str | None:
         if any(ip in net for net in self.allowed):
-            return
+            return None
         if self.allowed:
-            raise TargetDenied(f"{host} resolves to {ip}, outside rest_notifier_allowed_networks")
+            return f"{ip}, outside rest_notifier_allowed_networks"
         for net in self.denied:
             if ip in net:
-                raise TargetDenied(
-                    f"{host} resolves to {ip}, in denied network {net} "
-                    "(rest_notifier_denied_networks)"
-                )
+                return f"{ip}, in denied network {net} (rest_notifier_denied_networks)"
+        return None
 
-    def resolve(self, host: str, port: int) -> str:
-        """The address to connect to; every address the name has must be permitted."""
+    def check(self, host: str, address: str) -> None:
+        """Raise TargetDenied unless ``address`` (one of ``host``'s) is permitted."""
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        embedded = embedded_ipv4(ip)
+        # A mapped or compatible address is the IPv4 one: judge that alone.
+        if ip.version == 6 and (ip.ipv4_mapped or (embedded and ip in _IPV4_COMPATIBLE)):
+            forms = embedded
+        else:
+            forms = [ip, *embedded]
+        for form in forms:
+            refusal = self._refusal(form)
+            if refusal is not None:
+                via = "" if form == ip else f" (carried by {ip})"
+                raise TargetDenied(f"{host} resolves to {refusal}{via}")
+
+    def check_literal(self, host: str | None) -> None:
+        """Check a host given as an address literal; names are checked when resolved."""
+        if not host:
+            return
         try:
-            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-        except socket.gaierror:
-            return host  # let the connection attempt report the resolution error
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
-        for address in addresses:
-            self.check(host, address)
-        return addresses[0]
+            ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+        except ValueError:
+            return
+        self.check(host, host.strip("[]"))
 
 
-class _CheckedConnection:
-    policy: AddressPolicy
+class SafeResolver(aiohttp_abc.AbstractResolver):
+    """aiohttp resolver that refuses a name unless every address it has is permitted.
 
-    def _new_conn(self):
-        host = self.__dict__.setdefault("_requested_host", self._dns_host)
-        self._dns_host = self.policy.resolve(host, self.port)
-        try:
-            return super()._new_conn()
-        finally:
-            self._dns_host = host
+    ``exempt`` holds the (host, port) pairs of the configured proxies, which
+    the operator chose and which may well live on a denied network.
+    """
 
+    def __init__(self, policy: AddressPolicy, exempt: Iterable[tuple[str, int]] = ()) -> None:
+        self.policy = policy
+        self.exempt = set(exempt)
+        self._inner = aiohttp_resolver.ThreadedResolver()
 
-def pool_manager(policy: AddressPolicy, **kwargs) -> poolmanager.PoolManager:
-    """A urllib3 pool manager whose connections obey policy (TLS still checks the name)."""
-    http_conn = type(
-        "CheckedHTTPConnection", (_CheckedConnection, connection.HTTPConnection), {"policy": policy}
-    )
-    https_conn = type(
-        "CheckedHTTPSConnection",
-        (_CheckedConnection, connection.HTTPSConnection),
-        {"policy": policy},
-    )
-    manager = poolmanager.PoolManager(**kwargs)
-    manager.pool_classes_by_scheme = {
-        "http": type(
-            "CheckedHTTPPool", (connectionpool.HTTPConnectionPool,), {"ConnectionCls": http_conn}
-        ),
-        "https": type(
-            "CheckedHTTPSPool",
-            (connectionpool.HTTPSConnectionPool,),
-            {"ConnectionCls": https_conn},
-        ),
-    }
-    return manager
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp_abc.ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if (host, port) not in self.exempt:
+            for result in results:
+                self.policy.check(host, result["host"])
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()

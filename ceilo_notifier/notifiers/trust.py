@@ -122,9 +122,9 @@ class TrustRestAlarmNotifier(rest.RestAlarmNotifier):
                 self._refused.popitem(last=False)
             return True
 
-    def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> int:
+    async def notify_async(self, action: parse.SplitResult, notification: AlarmNotification) -> int:
         try:
-            return super().notify(action, notification)
+            return await super().notify_async(action, notification)
         except notifiers.RetryableError:
             raise
         except notifiers.DeliveryError as exc:

@@ -15,8 +15,8 @@ import oslo_messaging
 from oslo_config import cfg
 from oslo_log import log
 
-from ceilo_notifier import endpoint as endpoint_mod
-from ceilo_notifier.dispatch import JournalUnavailable
+from ceilo_notifier.consumers import rpc
+from ceilo_notifier.engine import JournalUnavailable
 
 LOG = log.getLogger(__name__)
 
@@ -26,7 +26,7 @@ EVENT_TYPE = "alarm.update"
 class AlarmUpdateEndpoint:
     filter_rule = oslo_messaging.NotificationFilter(event_type=r"^alarm\.update$")
 
-    def __init__(self, endpoint: endpoint_mod.NotifierEndpoint) -> None:
+    def __init__(self, endpoint: rpc.NotifierEndpoint) -> None:
         self.endpoint = endpoint
 
     def sample(self, messages: list[dict]):
@@ -44,7 +44,7 @@ class AlarmUpdateEndpoint:
 def get_listener(
     conf: cfg.ConfigOpts,
     transport: oslo_messaging.Transport,
-    endpoint: endpoint_mod.NotifierEndpoint,
+    endpoint: rpc.NotifierEndpoint,
     executor: str = "threading",
 ) -> oslo_messaging.MessageHandlingServer:
     opts = conf.alarm

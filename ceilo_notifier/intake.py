@@ -1,21 +1,25 @@
-"""The RPC endpoint: check what a caller sent, then hand it to the dispatcher.
+"""Stage 1 of a delivery: validate what a caller sent.
 
-Nothing a caller sends may escape from here as an exception: oslo.messaging
-would log a traceback per cast and the caller, who only casts, would never
-know. Every rejection is one log line naming the alarm and the cause.
+``AlarmValidator`` turns the ``data`` of a cast (or the payload of an
+``alarm.update`` notification) into an ``AlarmNotification`` and its list of
+actions; ``ActionChecker`` turns each action into a ``Delivery`` bound to its
+plugin. Whatever cannot be delivered stops here with one log line naming the
+alarm and the cause (SPEC 4) and a ``dropped`` event; the rest of the alarm
+goes on.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
+from urllib import parse
 
-import oslo_messaging
 from oslo_config import cfg
 from oslo_log import log
 
-from ceilo_notifier import masking
-from ceilo_notifier.dispatch import Delivery, Dispatcher, JournalUnavailable
+from ceilo_notifier import events, masking, notifiers
+from ceilo_notifier.delivery import Delivery
 from ceilo_notifier.notification import AlarmNotification
 
 LOG = log.getLogger(__name__)
@@ -27,7 +31,8 @@ class InvalidAlarm(ValueError):
     """The cast cannot be turned into any delivery."""
 
 
-def _alarm_label(data: object) -> str:
+def alarm_label(data: object) -> str:
+    """The alarm id of a caller's data, short and masked, for a log line."""
     if isinstance(data, dict):
         alarm_id = data.get("alarm_id")
         if alarm_id not in (None, ""):
@@ -93,7 +98,7 @@ class AlarmValidator:
     def validate(self, data: object) -> tuple[AlarmNotification, list[object]]:
         if not isinstance(data, dict):
             raise InvalidAlarm(f"data is a {type(data).__name__}, not a dict")
-        alarm = _alarm_label(data)
+        alarm = alarm_label(data)
         alarm_id = data.get("alarm_id")
         if alarm_id in (None, ""):
             raise InvalidAlarm("no alarm_id")
@@ -122,47 +127,93 @@ class AlarmValidator:
         )
         return notification, list(actions)
 
-
-class NotifierEndpoint:
-    """``notify_alarm`` v1.0."""
-
-    target = oslo_messaging.Target(version="1.0")
-
-    def __init__(self, conf: cfg.ConfigOpts, dispatcher: Dispatcher) -> None:
-        self.validator = AlarmValidator(conf)
-        self.dispatcher = dispatcher
-
-    def notify_alarm(self, context: dict | None, data: object) -> None:
-        """The RPC method; casts carry no answer back, so it returns nothing."""
-        self.handle(data)
-
-    def handle(self, data: object, strict: bool = False) -> list[Delivery]:
-        """Validate and dispatch one alarm; returns the deliveries queued."""
-        return self.handle_many([data], strict)
-
-    def handle_many(self, batch: list[object], strict: bool = False) -> list[Delivery]:
-        """Validate every alarm, then dispatch the valid ones together.
-
-        With ``strict``, a journal failure propagates (JournalUnavailable) and
-        nothing is queued, so that the caller can requeue the messages instead
-        of acknowledging them.
-        """
+    def validate_many(self, batch: list[object]) -> list[tuple[AlarmNotification, list[object]]]:
+        """Every valid alarm of a batch; each invalid one is one log line."""
         alarms = []
         for data in batch:
             try:
-                alarms.append(self.validator.validate(data))
+                alarms.append(self.validate(data))
                 continue
             except InvalidAlarm as exc:
                 cause = str(exc)
             except Exception as exc:
                 cause = f"unreadable ({type(exc).__name__}: {exc})"
-            LOG.error("Alarm %s: notification rejected: %s", _alarm_label(data), cause)
-        if not alarms:
-            return []
+            LOG.error("Alarm %s: notification rejected: %s", alarm_label(data), cause)
+        return alarms
+
+
+class ActionChecker:
+    """Checks one action URL and binds it to the plugin of its scheme."""
+
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        plugins: dict[str, notifiers.AlarmNotifier],
+        announce: Callable[[events.DeliveryEvent], None],
+    ) -> None:
+        self.max_len = conf.alarm.max_action_length
+        self.plugins = plugins
+        self.announce = announce
+
+    def check(
+        self, notification: AlarmNotification, action: object, request_id: str | None = None
+    ) -> Delivery | None:
+        """The delivery of one action, or None (logged and announced as dropped)."""
+        alarm_id = notification.alarm_id
+        if not isinstance(action, str):
+            return self._drop(
+                alarm_id,
+                repr(action)[:200],
+                None,
+                f"action is a {type(action).__name__}, not a string",
+                request_id,
+            )
+        masked = masking.mask_url(action)
+        if len(action) > self.max_len:
+            return self._drop(
+                alarm_id,
+                masked[:200] + "...",
+                None,
+                f"action is {len(action)} characters long, more than {self.max_len}",
+                request_id,
+            )
         try:
-            return self.dispatcher.dispatch_many(alarms, strict=strict)
-        except JournalUnavailable:
-            raise
-        except Exception:
-            LOG.exception("Alarm %s: dispatching failed", ", ".join(n.alarm_id for n, _ in alarms))
-            return []
+            url = parse.urlsplit(action.strip())
+            url.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            return self._drop(alarm_id, masked, None, f"unparsable URL: {exc}", request_id)
+        if not url.scheme:
+            return self._drop(alarm_id, masked, None, "URL has no scheme", request_id)
+        plugin = self.plugins.get(url.scheme.lower())
+        if plugin is None:
+            known = ", ".join(sorted(self.plugins))
+            return self._drop(
+                alarm_id,
+                masked,
+                url.scheme,
+                f"unknown scheme {url.scheme!r} (installed: {known})",
+                request_id,
+            )
+        return Delivery(notification, action.strip(), url, plugin, request_id)
+
+    def _drop(
+        self,
+        alarm_id: str,
+        masked_action: str,
+        scheme: str | None,
+        cause: str,
+        request_id: str | None,
+    ) -> None:
+        LOG.error("Alarm %s: action %s dropped: %s", alarm_id, masked_action, cause)
+        self.announce(
+            events.DeliveryEvent(
+                alarm_id=alarm_id,
+                action=masked_action,
+                scheme=scheme,
+                outcome=events.DROPPED,
+                attempt=0,
+                request_id=request_id,
+                error=cause,
+            )
+        )
+        return None

@@ -1,0 +1,127 @@
+"""Stage 4: one attempt of one delivery, with a deadline, whatever the plugin does.
+
+A plugin offers ``notify_async`` (run on the engine's event loop: an
+in-flight attempt then costs memory, not a thread) or the blocking ``notify``
+(run in a bounded thread pool beside the loop). Either way the attempt ends
+within its deadline, and whatever the plugin raises — any type, any
+arguments, ``SystemExit`` included — becomes an outcome here: nothing leaves
+this module but an ``Outcome``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import time
+from concurrent import futures
+
+from oslo_config import cfg
+
+from ceilo_notifier import events, masking, metrics, notifiers, retry
+from ceilo_notifier.delivery import Delivery
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    outcome: str
+    status_code: int | None = None
+    error: str | None = None
+    retry_in: float | None = None
+
+
+def _text(value: object) -> str:
+    """str(value), even for objects whose __str__ raises."""
+    try:
+        return str(value)
+    except BaseException:  # noqa: BLE001 - a plugin's object may fail in any way
+        return f"<unprintable {type(value).__name__}>"
+
+
+def describe(exc: BaseException, plugin: object) -> str:
+    """The cause of a failed attempt, for the log and the journal."""
+    if isinstance(exc, notifiers.DeliveryError):
+        reason = getattr(exc, "reason", None)
+        return _text(reason if reason is not None else exc)
+    return f"plugin {type(plugin).__name__} raised {type(exc).__name__}: {_text(exc)}"
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
+
+
+def _status(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def is_async(plugin: notifiers.AlarmNotifier) -> bool:
+    return inspect.iscoroutinefunction(getattr(plugin, "notify_async", None))
+
+
+class Attempter:
+    """Runs attempts and turns whatever happens into an Outcome."""
+
+    def __init__(self, conf: cfg.ConfigOpts, policy: retry.RetryPolicy) -> None:
+        self.policy = policy
+        self.http_timeout = conf.alarm.rest_notifier_timeout
+        self.plugin_timeout = conf.alarm.plugin_timeout
+        self.pool = futures.ThreadPoolExecutor(
+            conf.alarm.plugin_pool_size, thread_name_prefix="plugin"
+        )
+        self._async: dict[int, bool] = {}
+
+    def _deadline(self, plugin: notifiers.AlarmNotifier) -> float:
+        return float(getattr(plugin, "attempt_timeout", None) or self.plugin_timeout)
+
+    async def run(self, delivery: Delivery) -> Outcome:
+        """One attempt; the engine's cancellation (at stop) is the only exception out."""
+        plugin = delivery.plugin
+        delivery.attempt += 1
+        if delivery.first_attempt is None:
+            delivery.first_attempt = time.monotonic()
+        start = time.monotonic()
+        deadline = self._deadline(plugin)
+        metrics.IN_FLIGHT.inc()
+        try:
+            if self._async.setdefault(id(plugin), is_async(plugin)):
+                call = plugin.notify_async(delivery.url, delivery.notification)
+            else:
+                loop = asyncio.get_running_loop()
+                call = loop.run_in_executor(
+                    self.pool, plugin.notify, delivery.url, delivery.notification
+                )
+            status = await asyncio.wait_for(call, deadline)
+            result = Outcome(events.DELIVERED, _status(status))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the engine is stopping: the delivery stays unfinished
+            result = self._failed(delivery, asyncio.CancelledError(), retryable=False)
+        except asyncio.TimeoutError:
+            error = notifiers.RetryableError(f"no complete answer within {deadline:g} s")
+            result = self._failed(delivery, error, retryable=True)
+        except notifiers.RetryableError as exc:
+            result = self._failed(delivery, exc, retryable=True)
+        except BaseException as exc:  # noqa: BLE001 - contained at the plugin boundary
+            result = self._failed(delivery, exc, retryable=False)
+        finally:
+            metrics.IN_FLIGHT.dec()
+            delivery.duration = time.monotonic() - start
+        return result
+
+    def _failed(self, delivery: Delivery, exc: BaseException, retryable: bool) -> Outcome:
+        error = masking.mask_text(describe(exc, delivery.plugin))
+        status = _status(getattr(exc, "status_code", None))
+        if not retryable:
+            return Outcome(events.FAILED, status, error)
+        delay = self.policy.next_delay(
+            delivery.attempt,
+            time.monotonic() - (delivery.first_attempt or time.monotonic()),
+            _number(getattr(exc, "retry_after", None)),
+        )
+        return Outcome(events.FAILED if delay is None else events.RETRYING, status, error, delay)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

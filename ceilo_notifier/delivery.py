@@ -1,0 +1,129 @@
+"""A delivery: one alarm notification on its way to one action, across all its attempts.
+
+The object that travels the pipeline (intake → journal → scheduler →
+attempt → announce). Only the engine's event loop changes its state; other
+threads read its outcome once ``wait`` has returned.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from urllib import parse
+
+from ceilo_notifier import events, masking, notifiers
+from ceilo_notifier.notification import AlarmNotification
+
+# Guards the lazy creation of Delivery._done: few deliveries are ever waited for.
+_WAITERS_LOCK = threading.Lock()
+
+# Where a delivery is in the scheduler.
+QUEUED, RUNNING, WAITING, DONE = "queued", "running", "waiting", "done"
+
+
+class Delivery:
+    """One notification on its way to one action."""
+
+    __slots__ = (
+        "request_id",
+        "notification",
+        "action",
+        "masked_action",
+        "url",
+        "plugin",
+        "attempt",
+        "first_attempt",
+        "state",
+        "outcome",
+        "status_code",
+        "error",
+        "duration",
+        "timer",
+        "_announced",
+        "_done",
+    )
+
+    def __init__(
+        self,
+        notification: AlarmNotification,
+        action: str,
+        url: parse.SplitResult,
+        plugin: notifiers.AlarmNotifier,
+        request_id: str | None = None,
+        attempt: int = 0,
+    ) -> None:
+        self.request_id = request_id or f"req-{uuid.uuid4()}"
+        self.notification = notification.for_delivery(self.request_id)
+        self.action = action
+        self.masked_action = masking.mask_url(action)
+        self.url = url
+        self.plugin = plugin
+        self.attempt = attempt
+        self.first_attempt: float | None = None
+        self.state = QUEUED
+        self.outcome: str | None = None
+        self.status_code: int | None = None
+        self.error: str | None = None
+        self.duration: float | None = None
+        self.timer = None  # the loop's handle while waiting for a retry
+        self._announced = False
+        self._done: threading.Event | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Deliveries with one key keep their order and supersede each other."""
+        return (self.notification.alarm_id, self.action)
+
+    @property
+    def host(self) -> str:
+        """Deliveries with one host share that host's slots."""
+        return f"{self.url.scheme}://{self.url.hostname or ''}:{self.url.port or ''}"
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the final outcome has been announced; True if it has."""
+        with _WAITERS_LOCK:
+            if self._announced:
+                return True
+            if self._done is None:
+                self._done = threading.Event()
+            done = self._done
+        return done.wait(timeout)
+
+    def announced(self) -> None:
+        """Called once the final event went to every event sink."""
+        with _WAITERS_LOCK:
+            self._announced = True
+            if self._done is not None:
+                self._done.set()
+
+    def event(
+        self, outcome: str, error: str | None = None, next_attempt_in: float | None = None
+    ) -> events.DeliveryEvent:
+        n = self.notification
+        return events.DeliveryEvent(
+            alarm_id=n.alarm_id,
+            action=self.masked_action,
+            scheme=self.url.scheme,
+            outcome=outcome,
+            attempt=self.attempt,
+            request_id=self.request_id,
+            status_code=self.status_code,
+            duration=self.duration,
+            error=error,
+            next_attempt_in=next_attempt_in,
+            alarm_name=n.alarm_name,
+            severity=n.severity,
+            previous=n.previous,
+            current=n.current,
+        )
+
+    def journal_row(self) -> dict:
+        return {
+            "request_id": self.request_id,
+            "alarm_id": self.notification.alarm_id,
+            "action": self.action,
+            "action_masked": self.masked_action,
+            "scheme": self.url.scheme,
+            "notification": self.notification.body(),
+            "attempts": self.attempt,
+        }

@@ -1,0 +1,251 @@
+"""The delivery engine: the pipeline from a validated alarm to its announced outcomes.
+
+    consumers (RPC, notifications)
+      → intake.py     validate the alarm and each action, find its plugin
+      → journal.py    record every delivery before its first attempt
+      → scheduler.py  ordering, supersession, per-host and pool caps, fairness,
+                      retry timing
+      → attempt.py    one plugin call with a deadline, failures contained
+      → retry.py      whether and when to try again
+      → announce.py   events to the event sinks (log, metrics, dispatchers)
+
+One asyncio event loop per process runs the scheduler and every attempt; an
+in-flight delivery costs memory, not a thread. Consumer threads hand alarms
+over with ``accept`` and never wait on a webhook; they wait only when the
+number of unfinished deliveries reaches ``[alarm] max_pending_deliveries``,
+so that memory stays bounded and a flood is consumed more slowly instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Iterable, Sequence
+
+from oslo_config import cfg
+from oslo_log import log
+from stevedore import extension
+
+from ceilo_notifier import announce, attempt, events, intake, notifiers, retry, scheduler
+from ceilo_notifier.delivery import Delivery
+from ceilo_notifier.journal import Journal, Record
+from ceilo_notifier.notification import AlarmNotification
+
+LOG = log.getLogger(__name__)
+
+
+class JournalUnavailable(Exception):
+    """The deliveries could not be written to the journal before their first attempt."""
+
+
+def load_plugins(conf: cfg.ConfigOpts) -> dict[str, notifiers.AlarmNotifier]:
+    """Every installed notifier plugin, by URL scheme."""
+
+    def failed(_manager, entrypoint, exc):
+        LOG.error("Notifier plugin %s could not be loaded: %s", entrypoint, exc)
+
+    manager = extension.ExtensionManager(
+        notifiers.NAMESPACE,
+        invoke_on_load=True,
+        invoke_args=(conf,),
+        on_load_failure_callback=failed,
+    )
+    return {ext.name: ext.obj for ext in manager}
+
+
+class Engine:
+    """Turns (alarm, actions) into deliveries and drives each to a final outcome."""
+
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        sinks: Iterable[announce.Sink] = (),
+        plugins: dict[str, notifiers.AlarmNotifier] | None = None,
+        journal: Journal | None = None,
+    ) -> None:
+        self.conf = conf
+        self.journal = journal
+        self.plugins = load_plugins(conf) if plugins is None else plugins
+        self.announcer = announce.Announcer([announce.log_event, *sinks], self._released)
+        self.checker = intake.ActionChecker(conf, self.plugins, self.announcer.announce)
+        self.attempter = attempt.Attempter(conf, retry.RetryPolicy.from_conf(conf))
+        self.max_pending = conf.alarm.max_pending_deliveries
+        self._pending = 0  # deliveries accepted and not yet announced final
+        self._pending_cond = threading.Condition()
+        self._closed = False
+        self.loop = asyncio.new_event_loop()
+        self.scheduler = scheduler.Scheduler(
+            self.loop,
+            conf.alarm.dispatch_pool_size,
+            conf.alarm.per_host_concurrency,
+            start=self._start,
+            supersede=self._supersede,
+        )
+        self._tasks: set[asyncio.Task] = set()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="delivery-loop", daemon=True
+        )
+        self._thread.start()
+
+    # -- intake (any thread) ------------------------------------------------
+
+    def accept(
+        self,
+        alarms: Iterable[tuple[AlarmNotification, Sequence[object]]],
+        strict: bool = False,
+    ) -> list[Delivery]:
+        """Check, journal and schedule one delivery per valid action; return at once.
+
+        :param strict: raise JournalUnavailable, scheduling nothing, when the
+            journal cannot be written (the caller can then requeue the
+            message); otherwise log it and deliver anyway, since a delivery
+            without a record beats none.
+        """
+        deliveries = [
+            d
+            for notification, actions in alarms
+            for d in (self.checker.check(notification, a) for a in actions)
+            if d
+        ]
+        if self.journal is not None and deliveries:
+            try:
+                self.journal.record_new([d.journal_row() for d in deliveries])
+            except Exception as exc:
+                cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                if strict:
+                    raise JournalUnavailable(f"{type(exc).__name__}: {cause}") from exc
+                LOG.error(
+                    "Alarm %s: journal unavailable (%s); delivering %d action(s) without a record",
+                    ", ".join(sorted({d.notification.alarm_id for d in deliveries})),
+                    cause,
+                    len(deliveries),
+                )
+        for delivery in deliveries:
+            self.submit(delivery)
+        return deliveries
+
+    def resume(self, records: Iterable[Record]) -> list[Delivery]:
+        """Continue deliveries that were journaled but not finished."""
+        resumed = []
+        now = time.time()
+        for record in records:
+            notification = AlarmNotification(**record.notification)
+            # A plugin gone since then drops it, with its request id: the
+            # journal marks it dropped instead of resuming it at every start.
+            delivery = self.checker.check(notification, record.action, record.request_id)
+            if delivery is None:
+                continue
+            delivery.attempt = record.attempts
+            age = max(0.0, now - record.created_at.timestamp())
+            delivery.first_attempt = time.monotonic() - age
+            delay = 0.0
+            if record.next_attempt_at is not None:
+                delay = max(0.0, record.next_attempt_at.timestamp() - now)
+            self.submit(delivery, delay)
+            resumed.append(delivery)
+        return resumed
+
+    def submit(self, delivery: Delivery, delay: float = 0.0) -> None:
+        """Schedule a delivery; waits while ``max_pending_deliveries`` are unfinished.
+
+        Once intake is closed (the service is stopping) the delivery is left
+        as it is: journaled, it resumes at the next start.
+        """
+        with self._pending_cond:
+            while self._pending >= self.max_pending and not self._closed:
+                self._pending_cond.wait(1.0)
+            if self._closed:
+                return
+            self._pending += 1
+        self.loop.call_soon_threadsafe(self.scheduler.submit, delivery, delay)
+
+    def close_intake(self) -> None:
+        """Release consumers waiting for room; accept nothing more."""
+        with self._pending_cond:
+            self._closed = True
+            self._pending_cond.notify_all()
+
+    # -- on the loop --------------------------------------------------------
+
+    def _start(self, delivery: Delivery) -> None:
+        task = self.loop.create_task(self._run(delivery))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, delivery: Delivery) -> None:
+        result = await self.attempter.run(delivery)
+        delivery.status_code = result.status_code
+        if result.outcome == events.RETRYING:
+            if self.scheduler.retry(delivery, result.retry_in):
+                self.announcer.announce(
+                    delivery.event(result.outcome, result.error, result.retry_in)
+                )
+            return
+        self._finish(delivery, result.outcome, result.error)
+        self.scheduler.finished(delivery)
+
+    def _supersede(self, delivery: Delivery) -> None:
+        self._finish(delivery, events.SUPERSEDED, "superseded by a newer transition")
+
+    def _finish(self, delivery: Delivery, outcome: str, error: str | None) -> None:
+        delivery.outcome = outcome
+        delivery.error = error
+        self.announcer.announce(delivery.event(outcome, error), delivery)
+
+    # -- announcer thread ---------------------------------------------------
+
+    def _released(self, _delivery: Delivery) -> None:
+        with self._pending_cond:
+            self._pending -= 1
+            if self._pending < self.max_pending or not self._pending:
+                self._pending_cond.notify_all()
+
+    # -- shutdown -----------------------------------------------------------
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every accepted delivery has its final outcome announced."""
+        with self._pending_cond:
+            return self._pending_cond.wait_for(lambda: self._pending == 0, timeout)
+
+    def stop(self, grace: float = 0.0) -> list[Delivery]:
+        """Stop retrying, let running attempts finish within grace, return the unfinished."""
+        self.close_intake()
+        if not self._thread.is_alive():
+            return []
+        future = asyncio.run_coroutine_threadsafe(self._stop(grace), self.loop)
+        try:
+            unfinished = future.result(grace + 30)
+        except (concurrent.futures.TimeoutError, Exception):
+            LOG.exception("Stopping the delivery engine failed")
+            unfinished = []
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.attempter.close()
+        self.announcer.stop()
+        for plugin in self.plugins.values():
+            try:
+                plugin.close()
+            except Exception:
+                LOG.exception("Closing notifier plugin %r failed", plugin)
+        return unfinished
+
+    async def _stop(self, grace: float) -> list[Delivery]:
+        self.scheduler.stop()
+        deadline = time.monotonic() + grace
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - time.monotonic())
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+        for plugin in self.plugins.values():
+            closing = getattr(plugin, "close_async", None)
+            if closing is None:
+                continue
+            try:
+                await asyncio.wait_for(closing(), 5)
+            except Exception:
+                LOG.exception("Closing notifier plugin %r failed", plugin)
+        return self.scheduler.unfinished()

@@ -1,0 +1,183 @@
+"""Stage 3: decide which delivery is attempted when.
+
+Four rules, all kept by one object that only the engine's event loop touches
+(so it needs no lock):
+
+* **ordering and supersession** — deliveries of one alarm to one action go
+  one at a time, in order; one waiting for its retry is superseded (not sent)
+  when a newer transition of that alarm reaches the same action;
+* **per-host cap** — at most ``per_host_concurrency`` attempts to one host
+  (scheme, host and port) at once, so a dead host holds only its share;
+* **pool cap** — at most ``dispatch_pool_size`` attempts in all;
+* **fairness** — hosts with deliveries waiting for a slot are served
+  round-robin, so a host with thousands queued does not starve one with a
+  single alarm.
+
+Retry timing lives here too: a delivery whose attempt failed waits on the
+loop's timer for the delay ``retry.RetryPolicy`` chose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+
+from ceilo_notifier import delivery as delivery_mod
+from ceilo_notifier.delivery import Delivery
+
+
+class _KeyLine:
+    """Deliveries of one alarm to one action: the current one, then the rest in order."""
+
+    __slots__ = ("current", "pending")
+
+    def __init__(self, current: Delivery) -> None:
+        self.current = current
+        self.pending: collections.deque[Delivery] = collections.deque()
+
+
+class _HostLine:
+    __slots__ = ("active", "waiting", "in_ring")
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.waiting: collections.deque[Delivery] = collections.deque()
+        self.in_ring = False
+
+
+class Scheduler:
+    """Keeps the four rules; ``start`` is called for each delivery given a slot."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pool_size: int,
+        per_host: int,
+        start: Callable[[Delivery], None],
+        supersede: Callable[[Delivery], None],
+    ) -> None:
+        self.loop = loop
+        self.pool_size = pool_size
+        self.per_host = min(per_host, pool_size)
+        self._start = start
+        self._supersede = supersede
+        self._keys: dict[tuple[str, str], _KeyLine] = {}
+        self._hosts: dict[str, _HostLine] = {}
+        self._ring: collections.deque[str] = collections.deque()
+        self.running = 0
+        self.stopping = False
+
+    # -- entry points -------------------------------------------------------
+
+    def submit(self, delivery: Delivery, delay: float = 0.0) -> None:
+        """A new delivery: behind earlier ones of its key, superseding a waiting one."""
+        line = self._keys.get(delivery.key)
+        if line is None:
+            self._keys[delivery.key] = _KeyLine(delivery)
+        elif line.current.state == delivery_mod.WAITING:
+            self._cancel_timer(line.current)
+            self._supersede(line.current)
+            line.current = delivery
+        else:
+            line.pending.append(delivery)
+            return
+        if delay > 0:
+            self.retry_later(delivery, delay)
+        else:
+            self._enqueue(delivery)
+
+    def finished(self, delivery: Delivery) -> None:
+        """The delivery has its final outcome: free its slot and start the next of its key."""
+        delivery.state = delivery_mod.DONE
+        self._release(delivery)
+        self._next_of_key(delivery)
+        self._pump()
+
+    def retry(self, delivery: Delivery, delay: float) -> bool:
+        """The attempt failed and may be retried; False if a newer delivery superseded it."""
+        self._release(delivery)
+        line = self._keys[delivery.key]
+        if line.pending:
+            delivery.state = delivery_mod.DONE
+            self._supersede(delivery)
+            line.current = line.pending.popleft()
+            self._enqueue(line.current)
+            return False
+        self.retry_later(delivery, delay)
+        self._pump()
+        return True
+
+    def retry_later(self, delivery: Delivery, delay: float) -> None:
+        delivery.state = delivery_mod.WAITING
+        delivery.timer = self.loop.call_later(delay, self._retry_due, delivery)
+
+    def unfinished(self) -> list[Delivery]:
+        return [d for line in self._keys.values() for d in (line.current, *line.pending)]
+
+    def stop(self) -> None:
+        """No more attempts start; deliveries waiting for a retry stay unfinished."""
+        self.stopping = True
+        for line in self._keys.values():
+            self._cancel_timer(line.current)
+
+    # -- internals ------------------------------------------------------------
+
+    def _retry_due(self, delivery: Delivery) -> None:
+        delivery.timer = None
+        if delivery.state == delivery_mod.WAITING and not self.stopping:
+            self._enqueue(delivery)
+
+    @staticmethod
+    def _cancel_timer(delivery: Delivery) -> None:
+        if delivery.timer is not None:
+            delivery.timer.cancel()
+            delivery.timer = None
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        delivery.state = delivery_mod.QUEUED
+        host = self._hosts.get(delivery.host)
+        if host is None:
+            host = self._hosts[delivery.host] = _HostLine()
+        host.waiting.append(delivery)
+        if not host.in_ring and host.active < self.per_host:
+            host.in_ring = True
+            self._ring.append(delivery.host)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Give free slots to waiting deliveries, one host at a time in turn."""
+        ring, hosts = self._ring, self._hosts
+        while ring and self.running < self.pool_size and not self.stopping:
+            name = ring.popleft()
+            host = hosts[name]
+            delivery = host.waiting.popleft()
+            host.active += 1
+            self.running += 1
+            if host.waiting and host.active < self.per_host:
+                ring.append(name)
+            else:
+                host.in_ring = False
+            delivery.state = delivery_mod.RUNNING
+            self._start(delivery)
+
+    def _release(self, delivery: Delivery) -> None:
+        host = self._hosts[delivery.host]
+        host.active -= 1
+        self.running -= 1
+        if host.waiting:
+            if not host.in_ring:
+                host.in_ring = True
+                self._ring.append(delivery.host)
+        elif host.active == 0:
+            del self._hosts[delivery.host]
+
+    def _next_of_key(self, delivery: Delivery) -> None:
+        line = self._keys.get(delivery.key)
+        if line is None or line.current is not delivery:
+            return
+        if line.pending:
+            line.current = line.pending.popleft()
+            self._enqueue(line.current)
+        else:
+            del self._keys[delivery.key]
