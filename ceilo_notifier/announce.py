@@ -80,8 +80,8 @@ class Announcer:
         self.sinks = list(sinks)
         self.on_final = on_final
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="event-announcer", daemon=True)
-        self._thread.start()
+        self.thread = threading.Thread(target=self._run, name="event-announcer", daemon=True)
+        self.thread.start()
 
     def announce(self, event: events.DeliveryEvent, delivery: Delivery | None = None) -> None:
         """Queue an event; ``delivery`` is given with its final event."""
@@ -111,4 +111,4 @@ class Announcer:
     def stop(self, timeout: float = 30.0) -> None:
         """Announce what is queued, then end the thread."""
         self._queue.put(_STOP)
-        self._thread.join(timeout)
+        self.thread.join(timeout)

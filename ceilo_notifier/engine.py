@@ -153,8 +153,11 @@ class Engine:
         Once intake is closed (the service is stopping) the delivery is left
         as it is: journaled, it resumes at the next start.
         """
+        # The engine's own threads (a sink calling back, say) never wait for
+        # room: only they can make it.
+        own = threading.current_thread() in (self._thread, self.announcer.thread)
         with self._pending_cond:
-            while self._pending >= self.max_pending and not self._closed:
+            while self._pending >= self.max_pending and not self._closed and not own:
                 self._pending_cond.wait(1.0)
             if self._closed:
                 return

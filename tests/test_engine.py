@@ -1,0 +1,83 @@
+"""The delivery engine as a whole: event sinks off the delivery path, bounded intake."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ceilo_notifier import events
+from tests import helpers
+
+
+def test_a_slow_event_sink_delays_no_delivery(run, webhook):
+    def slow_sink(event):
+        time.sleep(0.3)
+
+    r = run()
+    r.on_event = slow_sink
+    urls = [webhook.url("ok") for _ in range(20)]
+    start = time.monotonic()
+    for url in urls:
+        r.endpoint.handle(helpers.alarm([url]))
+    # 20 events at 0.3 s each would take 6 s if sinks ran on the delivery path.
+    assert helpers.wait_until(lambda: all(webhook.requests_for(u) for u in urls), 3)
+    assert time.monotonic() - start < 3
+    assert r.engine.wait_idle(30)
+
+
+def test_a_sink_that_calls_back_into_the_engine_does_not_deadlock(run, webhook):
+    second = webhook.url("ok")
+    r = run()
+
+    def sink(event):
+        if event.alarm_id == "first" and event.outcome == events.DELIVERED:
+            r.endpoint.handle(helpers.alarm([second], alarm_id="second"))
+
+    r.on_event = sink
+    (d,) = r.deliver([webhook.url("ok")], alarm_id="first")
+    assert d.outcome == events.DELIVERED
+    assert webhook.wait_for(second, timeout=5)
+    assert r.engine.wait_idle(10)
+
+
+def test_intake_slows_down_instead_of_holding_more_than_max_pending(run, webhook):
+    r = run(max_pending_deliveries=4, per_host_concurrency=256)
+    urls = [webhook.url("slow/1") for _ in range(12)]
+    took = []
+
+    def consumer():
+        start = time.monotonic()
+        for url in urls:
+            r.endpoint.handle(helpers.alarm([url]))
+        took.append(time.monotonic() - start)
+
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    time.sleep(0.5)
+    # Only four are held at once: the consumer is still waiting for room.
+    assert thread.is_alive()
+    assert sum(bool(webhook.requests_for(u)) for u in urls) <= 4
+    thread.join(15)
+    assert took and took[0] >= 1.5
+    assert r.engine.wait_idle(10)
+    assert all(len(webhook.requests_for(u)) == 1 for u in urls)
+
+
+def test_hosts_waiting_for_a_slot_are_served_in_turn(run, webhook):
+    """One host with a long line does not starve another once the pool is full."""
+    busy = helpers.Webhook()
+    try:
+        r = run(dispatch_pool_size=2, per_host_concurrency=2)
+        crowd = [busy.url("slow/0.5") for _ in range(10)]
+        for url in crowd:
+            r.endpoint.handle(helpers.alarm([url]))
+        time.sleep(0.1)
+        lone = webhook.url("ok")
+        start = time.monotonic()
+        r.endpoint.handle(helpers.alarm([lone]))
+        assert webhook.wait_for(lone, timeout=10)
+        # Behind the crowd it would wait 2.5 s; served in turn, one slot frees in 0.5 s.
+        assert time.monotonic() - start < 1.5
+        assert r.engine.wait_idle(15)
+    finally:
+        busy.close()
