@@ -85,7 +85,7 @@ def test_workers_are_full_consumers_and_stop_with_the_parent(
     for url in urls:
         assert len(webhook.wait_for(url)) == 1
     pids = collections.Counter(
-        re.findall(r" (\d+) INFO ceilo_notifier.dispatch \[-\] Alarm w-", notifier.log())
+        re.findall(r" (\d+) INFO ceilo_notifier.announce \[-\] Alarm w-", notifier.log())
     )
     assert set(map(int, pids)) <= set(workers) and len(pids) == 2, pids
     assert notifier.stop(signal.SIGTERM) == 0

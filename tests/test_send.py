@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+from tests.conftest import LOOPBACK
 from tests.helpers import ROOT, write_config
 
 
@@ -16,8 +17,11 @@ def send(*args: str, config=None) -> subprocess.CompletedProcess:
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
-def test_local_prints_each_outcome_and_exits_zero_when_all_delivered(webhook):
+def test_local_prints_each_outcome_and_exits_zero_when_all_delivered(webhook, tmp_path):
     url = webhook.url("ok")
+    conf = write_config(
+        tmp_path / "c.conf", {"alarm": {"rest_notifier_allowed_networks": LOOPBACK}}
+    )
     result = send(
         "--local",
         "--action",
@@ -34,6 +38,7 @@ def test_local_prints_each_outcome_and_exits_zero_when_all_delivered(webhook):
         "full",
         "--reason-data",
         '{"pct": 97}',
+        config=conf,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -53,7 +58,10 @@ def test_local_prints_each_outcome_and_exits_zero_when_all_delivered(webhook):
 
 
 def test_local_exits_non_zero_when_an_action_fails(webhook, tmp_path):
-    conf = write_config(tmp_path / "c.conf", {"alarm": {"rest_notifier_max_retries": 0}})
+    conf = write_config(
+        tmp_path / "c.conf",
+        {"alarm": {"rest_notifier_max_retries": 0, "rest_notifier_allowed_networks": LOOPBACK}},
+    )
     good, gone = webhook.url("ok"), webhook.url("status/410")
     result = send(
         "--local",

@@ -69,6 +69,7 @@ def run(tmp_path, identity):
         alarm_opts.setdefault("rest_notifier_timeout", 5)
         alarm_opts.setdefault("rest_notifier_retry_backoff", 0.01)
         alarm_opts.setdefault("rest_notifier_max_retries", 2)
+        alarm_opts.setdefault("rest_notifier_allowed_networks", conftest.LOOPBACK)
         section = identity.service_credentials(**(credentials or {}))
         sections = {
             "DEFAULT": {"state_path": tmp_path},
