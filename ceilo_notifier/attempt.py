@@ -3,9 +3,10 @@
 A plugin offers ``notify_async`` (run on the engine's event loop: an
 in-flight attempt then costs memory, not a thread) or the blocking ``notify``
 (run in a bounded thread pool beside the loop). Either way the attempt ends
-within its deadline, and whatever the plugin raises — any type, any
-arguments, ``SystemExit`` included — becomes an outcome here: nothing leaves
-this module but an ``Outcome``.
+within its deadline (a blocking call past it is abandoned as failed, not
+retried: its thread runs on, and a retry could overtake it), and whatever
+the plugin raises — any type, any arguments, ``SystemExit`` included —
+becomes an outcome here: nothing leaves this module but an ``Outcome``.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ class Attempter:
         start = time.monotonic()
         deadline = self._deadline(plugin)
         metrics.IN_FLIGHT.inc()
+        asynchronous = self._async.setdefault(id(plugin), is_async(plugin))
         try:
-            if self._async.setdefault(id(plugin), is_async(plugin)):
+            if asynchronous:
                 call = plugin.notify_async(delivery.url, delivery.notification)
             else:
                 loop = asyncio.get_running_loop()
@@ -100,8 +102,15 @@ class Attempter:
                 raise  # the engine is stopping: the delivery stays unfinished
             result = self._failed(delivery, asyncio.CancelledError(), retryable=False)
         except asyncio.TimeoutError:
-            error = notifiers.RetryableError(f"no complete answer within {deadline:g} s")
-            result = self._failed(delivery, error, retryable=True)
+            if asynchronous:  # cancelled for good: trying again is safe
+                error = notifiers.RetryableError(f"no complete answer within {deadline:g} s")
+                result = self._failed(delivery, error, retryable=True)
+            else:  # its thread runs on: another call could overtake it
+                error = notifiers.DeliveryError(
+                    f"plugin {type(plugin).__name__} did not return within {deadline:g} s; "
+                    "attempt abandoned"
+                )
+                result = self._failed(delivery, error, retryable=False)
         except notifiers.RetryableError as exc:
             result = self._failed(delivery, exc, retryable=True)
         except BaseException as exc:  # noqa: BLE001 - contained at the plugin boundary

@@ -190,6 +190,19 @@ class Webhook:
         self.server.server_close()
 
 
+def install_package(source: Path, tmp_path: Path) -> dict[str, str]:
+    """pip-install a package of its own (a plugin); the environment that sees it."""
+    site = tmp_path / f"site-{source.name}"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site)]
+        + [str(source)],
+        check=True,
+        capture_output=True,
+    )
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

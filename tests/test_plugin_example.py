@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
-from tests.helpers import ROOT, wait_until
+from tests.helpers import ROOT, install_package, wait_until
 
 EXAMPLES = ROOT / "examples"
 
 
 def install(example: str, tmp_path) -> dict[str, str]:
     """pip-install an example package of its own; the environment that sees it."""
-    site = tmp_path / f"site-{example}"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--target",
-            str(site),
-            str(EXAMPLES / example),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
-    return {"PYTHONPATH": path}
+    return install_package(EXAMPLES / example, tmp_path)
 
 
 def test_third_party_plugin_is_installed_and_used_by_the_service(

@@ -226,6 +226,9 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         if verify is None:
             verify = self.conf.alarm.rest_notifier_ssl_verify
         proxy = self.proxies.choose(target)
+        if proxy is not None and proxy.headers and target.scheme == "http":
+            # Plain HTTP goes to the proxy as it is (CONNECT carries proxy_headers).
+            headers.update(proxy.headers)
         try:
             session = self._session(verify)
             async with session.post(
