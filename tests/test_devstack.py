@@ -209,8 +209,7 @@ def test_bash_syntax(path):
 
 
 def test_shellcheck():
-    if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    assert shutil.which("shellcheck"), "shellcheck is missing (tools/run-tests.sh installs it)"
     proc = subprocess.run(
         ["shellcheck", "--shell=bash", str(PLUGIN), str(SETTINGS)],
         capture_output=True,

@@ -20,13 +20,14 @@ PG_URL = os.environ.get("CEILO_TEST_PG_URL", "postgresql+psycopg2://postgres@127
 @pytest.fixture(scope="session")
 def pg_schema_url():
     """A schema of this test run in the PostgreSQL database, dropped at the end."""
-    pytest.importorskip("psycopg2")
     engine = sa.create_engine(PG_URL)
     try:
         with engine.connect():
             pass
     except sa.exc.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server reachable at {PG_URL}: {exc.orig}")
+        pytest.fail(
+            f"no PostgreSQL server reachable at {PG_URL} (tools/run-tests.sh starts one): {exc.orig}"
+        )
     schema = f"ceilo_test_{uuid.uuid4().hex[:10]}"
     with engine.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))

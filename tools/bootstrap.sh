@@ -18,21 +18,27 @@ command -v git >/dev/null || _missing_debs+=(git)
 if ! command -v rabbitmq-server >/dev/null && ! command -v rabbitmqctl >/dev/null; then
     _missing_debs+=(rabbitmq-server)
 fi
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    _missing_debs+=(postgresql)
+fi
+command -v shellcheck >/dev/null || _missing_debs+=(shellcheck)
 if [ ${#_missing_debs[@]} -gt 0 ]; then
     echo "bootstrap: installing ${_missing_debs[*]}" >&2
     _as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
     _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${_missing_debs[@]}"
 fi
 
-_broker_up() {
-    python3 - <<'PY'
+_listening() {
+    python3 - "$1" <<'PY'
 import socket, sys
 try:
-    socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
 except OSError:
     sys.exit(1)
 PY
 }
+
+_broker_up() { _listening 5672; }
 
 if ! _broker_up; then
     echo "bootstrap: starting RabbitMQ" >&2
@@ -63,4 +69,30 @@ if [ "$(cat "$_stamp" 2>/dev/null)" != "$_want" ]; then
     fi
     rm -f "$_log"
     echo "$_want" > "$_stamp"
+fi
+
+# The journal's production database. A machine with a PostgreSQL server on
+# 127.0.0.1:5432 (trust for postgres, database "test") is used as it is;
+# elsewhere a cluster of the project's own is made (in /var/tmp, which the
+# postgres user can reach whoever owns this checkout) and started on that
+# port, so that no journal test is skipped.
+PGDATA_DIR=${CEILO_NOTIFIER_PGDATA:-/var/tmp/ceilo-notifier-test-pg}
+if ! _listening 5432; then
+    _pgbin=$(compgen -G "/usr/lib/postgresql/*/bin" | sort -V | tail -n 1)
+    _pg() {
+        if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    }
+    if [ ! -f "$PGDATA_DIR/PG_VERSION" ]; then
+        echo "bootstrap: creating a PostgreSQL cluster in $PGDATA_DIR" >&2
+        mkdir -p "$PGDATA_DIR"
+        [ "$(id -u)" -eq 0 ] && chown postgres: "$PGDATA_DIR"
+        chmod 700 "$PGDATA_DIR"
+        _pg "$_pgbin/initdb" -D "$PGDATA_DIR" -A trust -U postgres >/dev/null
+    fi
+    echo "bootstrap: starting PostgreSQL on 127.0.0.1:5432" >&2
+    _pg "$_pgbin/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" -w -s \
+        -o "-p 5432 -k $PGDATA_DIR -c listen_addresses=127.0.0.1" start
+    _pg "$_pgbin/psql" -h 127.0.0.1 -U postgres -tAc \
+        "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 ||
+        _pg "$_pgbin/createdb" -h 127.0.0.1 -U postgres test
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, then every test, against a real RabbitMQ
-# (started if absent) and PostgreSQL when one is reachable on 127.0.0.1:5432.
+# The whole test suite: lint, then every test, against a real RabbitMQ and
+# a real PostgreSQL (installed and started by bootstrap.sh when absent).
 source "$(dirname "$0")/bootstrap.sh"
 
 "$VENV/bin/ruff" check --quiet .
