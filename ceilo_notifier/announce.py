@@ -93,6 +93,9 @@ class Announcer:
             if item is _STOP:
                 return
             event, delivery = item
+            if isinstance(delivery, threading.Event):  # a flush marker
+                delivery.set()
+                continue
             for sink in self.sinks:
                 try:
                     sink(event)
@@ -107,6 +110,12 @@ class Announcer:
                 delivery.announced()
                 if self.on_final is not None:
                     self.on_final(delivery)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event queued so far went to every sink."""
+        done = threading.Event()
+        self._queue.put((None, done))
+        return done.wait(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Announce what is queued, then end the thread."""

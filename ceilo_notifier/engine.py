@@ -30,7 +30,7 @@ from stevedore import extension
 
 from ceilo_notifier import announce, attempt, events, intake, notifiers, retry, scheduler
 from ceilo_notifier.delivery import Delivery
-from ceilo_notifier.journal import Journal, Record
+from ceilo_notifier.journal import Journal, Record, is_outage
 from ceilo_notifier.notification import AlarmNotification
 
 LOG = log.getLogger(__name__)
@@ -110,24 +110,75 @@ class Engine:
             if d
         ]
         if self.journal is not None and deliveries:
-            try:
-                self.journal.record_new([d.journal_row() for d in deliveries])
-            except Exception as exc:
-                cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-                if strict:
-                    raise JournalUnavailable(f"{type(exc).__name__}: {cause}") from exc
-                LOG.error(
-                    "Alarm %s: journal unavailable (%s); delivering %d action(s) without a record",
-                    ", ".join(sorted({d.notification.alarm_id for d in deliveries})),
-                    cause,
-                    len(deliveries),
-                )
+            if not self._record(deliveries, strict):
+                return []
         for delivery in deliveries:
             self.submit(delivery)
         return deliveries
 
-    def resume(self, records: Iterable[Record]) -> list[Delivery]:
-        """Continue deliveries that were journaled but not finished."""
+    def _record(self, deliveries: list[Delivery], strict: bool) -> bool:
+        """Journal new deliveries; False when they must not be scheduled.
+
+        While the database is unreachable the write is retried (the consumer
+        waits: consumption slows instead of acknowledged alarms going
+        unrecorded), unless ``strict``, where the caller requeues instead. A
+        row the database refuses for its content is delivered without a
+        record: losing it would be worse.
+        """
+        rows = [d.journal_row() for d in deliveries]
+        alarms = ", ".join(sorted({d.notification.alarm_id for d in deliveries}))
+        delay, waited = 0.5, 0.0
+        while True:
+            try:
+                self.journal.record_new(rows)
+                if waited:
+                    LOG.warning("Alarm %s: journaled after %.0f s", alarms, waited)
+                return True
+            except Exception as exc:
+                cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                if strict:
+                    raise JournalUnavailable(f"{type(exc).__name__}: {cause}") from exc
+                if not is_outage(exc):
+                    LOG.error(
+                        "Alarm %s: the journal refused the record (%s); delivering %d "
+                        "action(s) without one",
+                        alarms,
+                        cause,
+                        len(deliveries),
+                    )
+                    return True
+                if self._closed:
+                    LOG.error(
+                        "Alarm %s: journal unavailable (%s) while stopping; %d action(s) "
+                        "neither recorded nor delivered",
+                        alarms,
+                        cause,
+                        len(deliveries),
+                    )
+                    return False
+                if not waited:
+                    LOG.error(
+                        "Alarm %s: journal unavailable (%s); retrying until it is back",
+                        alarms,
+                        cause,
+                    )
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
+
+    def resume(
+        self, records: Iterable[Record], the_journal: Journal | None = None, ageing: bool = True
+    ) -> list[Delivery]:
+        """Continue deliveries that were journaled but not finished, unless stale.
+
+        A delivery with a newer transition of its alarm to the same action in
+        the journal is superseded; with ``ageing``, one accepted longer than
+        ``rest_notifier_retry_max_age`` ago is failed. Neither is sent.
+        """
+        records = list(records)
+        the_journal = the_journal or self.journal
+        newest = the_journal.newest(records) if the_journal is not None and records else {}
+        max_age = self.conf.alarm.rest_notifier_retry_max_age
         resumed = []
         now = time.time()
         for record in records:
@@ -139,6 +190,19 @@ class Engine:
                 continue
             delivery.attempt = record.attempts
             age = max(0.0, now - record.created_at.timestamp())
+            if newest.get((record.alarm_id, record.action_masked), record.created_at) > (
+                record.created_at
+            ):
+                self._conclude(delivery, events.SUPERSEDED, "superseded by a newer transition")
+                continue
+            if ageing and age > max_age:
+                self._conclude(
+                    delivery,
+                    events.FAILED,
+                    f"not resumed: accepted {age:.0f} s ago, more than "
+                    f"rest_notifier_retry_max_age ({max_age:g} s)",
+                )
+                continue
             delivery.first_attempt = time.monotonic() - age
             delay = 0.0
             if record.next_attempt_at is not None:
@@ -188,6 +252,12 @@ class Engine:
             return
         self._finish(delivery, result.outcome, result.error)
         self.scheduler.finished(delivery)
+
+    def _conclude(self, delivery: Delivery, outcome: str, error: str) -> None:
+        """A final outcome reached without an attempt (resume found it stale)."""
+        with self._pending_cond:
+            self._pending += 1
+        self._finish(delivery, outcome, error)
 
     def _supersede(self, delivery: Delivery) -> None:
         self._finish(delivery, events.SUPERSEDED, "superseded by a newer transition")

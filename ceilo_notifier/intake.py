@@ -18,7 +18,7 @@ from urllib import parse
 from oslo_config import cfg
 from oslo_log import log
 
-from ceilo_notifier import events, masking, notifiers
+from ceilo_notifier import events, journal, masking, notifiers
 from ceilo_notifier.delivery import Delivery
 from ceilo_notifier.notification import AlarmNotification
 
@@ -102,6 +102,13 @@ class AlarmValidator:
         alarm_id = data.get("alarm_id")
         if alarm_id in (None, ""):
             raise InvalidAlarm("no alarm_id")
+        if not isinstance(alarm_id, str):
+            alarm_id = str(alarm_id)
+        if len(alarm_id) > journal.ALARM_ID_LENGTH:
+            # Truncated, two alarms could become one: refused instead.
+            raise InvalidAlarm(
+                f"alarm_id is {len(alarm_id)} characters long, more than {journal.ALARM_ID_LENGTH}"
+            )
         actions = data.get("actions")
         if actions is None:
             raise InvalidAlarm("no actions")
@@ -209,7 +216,7 @@ class ActionChecker:
             events.DeliveryEvent(
                 alarm_id=alarm_id,
                 action=masked_action,
-                scheme=scheme,
+                scheme=scheme[: journal.SCHEME_LENGTH] if scheme else scheme,
                 outcome=events.DROPPED,
                 attempt=0,
                 request_id=request_id,

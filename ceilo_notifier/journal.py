@@ -5,6 +5,13 @@ events, so a service that stops (SIGTERM, a crash, ``kill -9``) finds on its
 next start what was still pending or waiting for a retry and resumes it. A
 delivery is owned by the ``host`` that accepted it: instances sharing one
 database never resume each other's work.
+
+Credentials at rest: once a delivery is delivered, superseded or dropped,
+its row keeps only the masked action; a failed one keeps the action as it
+came (``replay`` needs it) until it is replayed or purged.
+
+The column sizes below are the limits intake enforces (``ALARM_ID_LENGTH``,
+``SCHEME_LENGTH``): no value that passed validation can fail a write.
 """
 
 from __future__ import annotations
@@ -27,6 +34,11 @@ LOG = log.getLogger(__name__)
 
 PENDING = "pending"
 OPEN_STATES = (PENDING, events.RETRYING)
+# States whose row no longer needs the action's credentials.
+SETTLED_STATES = (events.DELIVERED, events.SUPERSEDED, events.DROPPED)
+
+ALARM_ID_LENGTH = 255
+SCHEME_LENGTH = 64
 
 metadata = sa.MetaData()
 
@@ -34,10 +46,10 @@ deliveries = sa.Table(
     "deliveries",
     metadata,
     sa.Column("request_id", sa.String(64), primary_key=True),
-    sa.Column("alarm_id", sa.String(255), nullable=False, index=True),
+    sa.Column("alarm_id", sa.String(ALARM_ID_LENGTH), nullable=False, index=True),
     sa.Column("action", sa.Text, nullable=False),
     sa.Column("action_masked", sa.Text, nullable=False),
-    sa.Column("scheme", sa.String(64)),
+    sa.Column("scheme", sa.String(SCHEME_LENGTH)),
     sa.Column("notification", sa.Text, nullable=False),
     sa.Column("state", sa.String(16), nullable=False, index=True),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
@@ -54,9 +66,9 @@ delivery_events = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("request_id", sa.String(64), index=True),
-    sa.Column("alarm_id", sa.String(255), index=True),
+    sa.Column("alarm_id", sa.String(ALARM_ID_LENGTH), index=True),
     sa.Column("action", sa.Text, nullable=False),
-    sa.Column("scheme", sa.String(64)),
+    sa.Column("scheme", sa.String(SCHEME_LENGTH)),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("status_code", sa.Integer),
@@ -76,8 +88,23 @@ _UPDATE_FROM_EVENT = (
         error=sa.bindparam("error"),
         updated_at=sa.bindparam("updated_at"),
         next_attempt_at=sa.bindparam("next_attempt_at"),
+        action=sa.case(
+            (sa.bindparam("settled", type_=sa.Boolean), deliveries.c.action_masked),
+            else_=deliveries.c.action,
+        ),
     )
 )
+
+
+class JournalDown(Exception):
+    """The database cannot be reached (as opposed to a value it refuses)."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for a lost or refused connection, false for a statement the database refused."""
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or bool(
+        getattr(exc, "connection_invalidated", False)
+    )
 
 
 def utcnow() -> datetime.datetime:
@@ -125,18 +152,33 @@ class GroupCommit:
                 return
             self._busy = True
             batch, self._queue = self._queue, []
-        error = None
+        try:
+            self._commit_each(batch)
+        finally:
+            with self._cond:
+                for r in batch:
+                    r.done = True
+                self._busy = False
+                self._cond.notify_all()
+        if request.error is not None:
+            raise request.error
+
+    def _commit_each(self, batch: list[GroupCommit._Request]) -> None:
+        """Commit the group; if it fails on a value, each caller's rows alone,
+        so that one bad row costs only its own caller."""
         try:
             self._commit([row for r in batch for row in r.rows])
-        except Exception as exc:
-            error = exc
-        with self._cond:
-            for r in batch:
-                r.done, r.error = True, error
-            self._busy = False
-            self._cond.notify_all()
-        if error is not None:
-            raise error
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
+            if len(batch) == 1 or is_outage(exc):
+                for r in batch:
+                    r.error = exc
+                return
+        for r in batch:
+            try:
+                self._commit(r.rows)
+            except BaseException as exc:  # noqa: BLE001 - handed to its caller
+                r.error = exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,8 +209,12 @@ class Record:
         return cls(**data)
 
 
-def make_engine(url: str) -> sa.Engine:
-    """An engine tuned for many small transactions from many threads."""
+def make_engine(url: str, timeout: float = 10.0) -> sa.Engine:
+    """An engine tuned for many small transactions from many threads.
+
+    ``timeout`` bounds connecting and each statement on PostgreSQL, so that
+    a dead database costs a thread an error, not a hang.
+    """
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
@@ -184,14 +230,31 @@ def make_engine(url: str) -> sa.Engine:
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    connect_args: dict[str, Any] = {}
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        options = parsed.query.get("options", "")
+        if isinstance(options, tuple):
+            options = " ".join(options)
+        connect_args = {
+            "connect_timeout": max(1, int(timeout)),
+            "options": f"{options} -c statement_timeout={int(timeout * 1000)}".strip(),
+        }
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        pool_timeout=timeout,
+        connect_args=connect_args,
+    )
 
 
 class Journal:
-    def __init__(self, url: str, owner: str) -> None:
+    def __init__(self, url: str, owner: str, timeout: float = 10.0) -> None:
         self.url = url
         self.owner = owner
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, timeout)
         self._group_commit = GroupCommit(self._insert)
 
     # -- writes from the engine and the database event dispatcher ----------
@@ -201,6 +264,8 @@ class Journal:
         if not rows:
             return
         now = utcnow()
+        # One microsecond apart, in order: transitions accepted together keep
+        # their order for resuming and supersession.
         values = [
             {
                 **row,
@@ -208,10 +273,10 @@ class Journal:
                 "state": PENDING,
                 "attempts": row.get("attempts", 0),
                 "owner": self.owner,
-                "created_at": now,
+                "created_at": now + datetime.timedelta(microseconds=i),
                 "updated_at": now,
             }
-            for row in rows
+            for i, row in enumerate(rows)
         ]
         self._group_commit.write(values)
 
@@ -247,6 +312,7 @@ class Journal:
             {
                 "rid": e.request_id,
                 "state": e.outcome,
+                "settled": e.outcome in SETTLED_STATES,
                 "attempts": e.attempt,
                 "status_code": e.status_code,
                 "error": e.error,
@@ -307,13 +373,47 @@ class Journal:
                 ).first()
                 if row is None or row.state not in states:
                     continue
-                conn.execute(
+                # Conditional: of two replays racing for a row, one wins it.
+                won = conn.execute(
                     deliveries.update()
                     .where(deliveries.c.request_id == request_id)
+                    .where(deliveries.c.state == row.state)
                     .values(owner=self.owner, state=PENDING, updated_at=utcnow())
-                )
-            claimed.append(Record.from_row(row))
+                ).rowcount
+            if won:
+                claimed.append(Record.from_row(row))
         return claimed
+
+    def get(self, request_ids: Sequence[str]) -> list[Record]:
+        """The deliveries with these request ids, wherever they are in the table."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(deliveries).where(deliveries.c.request_id.in_(list(request_ids)))
+            )
+            return [Record.from_row(r) for r in rows]
+
+    def newest(self, records: Sequence[Record]) -> dict[tuple[str, str], datetime.datetime]:
+        """For the (alarm, masked action) of each record, when its newest delivery was accepted.
+
+        Masked actions are compared, since settled rows keep only those.
+        """
+        alarm_ids = sorted({r.alarm_id for r in records})
+        found: dict[tuple[str, str], datetime.datetime] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(alarm_ids), 500):
+                rows = conn.execute(
+                    sa.select(
+                        deliveries.c.alarm_id,
+                        deliveries.c.action_masked,
+                        sa.func.max(deliveries.c.created_at),
+                    )
+                    .where(deliveries.c.alarm_id.in_(alarm_ids[start : start + 500]))
+                    .where(deliveries.c.state != events.DROPPED)
+                    .group_by(deliveries.c.alarm_id, deliveries.c.action_masked)
+                )
+                for alarm_id, action, newest in rows:
+                    found[(alarm_id, action)] = _aware(newest)
+        return found
 
     # -- reading and housekeeping ---------------------------------------------
 

@@ -143,9 +143,10 @@ ALARM_OPTS = [
         "max_field_length",
         default=8192,
         min=64,
-        help="Longest alarm_id, alarm_name, severity, previous, current or "
-        "reason accepted, in characters; longer values are truncated and "
-        "logged.",
+        help="Longest alarm_name, severity, previous, current or reason "
+        "accepted, in characters; longer values are truncated and logged. "
+        "An alarm_id longer than 255 characters (the journal's column) is "
+        "refused, since a truncated one could name another alarm.",
     ),
     cfg.IntOpt(
         "max_reason_data_size",
@@ -271,6 +272,21 @@ DATABASE_OPTS = [
         secret=True,
         help="SQLAlchemy URL of the journal: a SQLite file by default, "
         "postgresql+psycopg2://user:password@host/db for production.",
+    ),
+    cfg.FloatOpt(
+        "retention_days",
+        default=30.0,
+        min=0.0,
+        help="Finished deliveries (and their events) older than this many "
+        "days are purged by the service itself, hourly; 0 keeps them for "
+        "ever. ceilo-notifier-manage purge does the same on demand.",
+    ),
+    cfg.FloatOpt(
+        "timeout",
+        default=10.0,
+        min=1.0,
+        help="Seconds to connect to the journal's database and for one "
+        "statement (PostgreSQL), so that no thread hangs on a dead database.",
     ),
 ]
 

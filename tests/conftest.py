@@ -9,6 +9,7 @@ import subprocess
 import uuid
 
 import pytest
+import sqlalchemy as sa
 
 from ceilo_notifier import cmd as _cmd  # noqa: F401 - selects oslo.service's threading backend
 from ceilo_notifier import engine, events
@@ -231,3 +232,34 @@ def run(make_conf):
     yield make
     for r in runs:
         r.engine.stop()
+
+
+PG_URL = os.environ.get("CEILO_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def pg_schema_url():
+    """A schema of this test run in the PostgreSQL database, dropped at the end."""
+    db = sa.create_engine(PG_URL)
+    try:
+        with db.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"no PostgreSQL at {PG_URL} (tools/run-tests.sh starts one): {exc.orig}")
+    schema = f"ceilo_test_{uuid.uuid4().hex[:10]}"
+    with db.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with db.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    db.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/journal.sqlite"
+    url = request.getfixturevalue("pg_schema_url")
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS delivery_events, deliveries, alembic_version"))
+    return url

@@ -14,38 +14,6 @@ from ceilo_notifier import engine, events, journal
 from ceilo_notifier.consumers import rpc as rpc_consumer
 from ceilo_notifier.dispatchers import database
 
-PG_URL = os.environ.get("CEILO_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture(scope="session")
-def pg_schema_url():
-    """A schema of this test run in the PostgreSQL database, dropped at the end."""
-    engine = sa.create_engine(PG_URL)
-    try:
-        with engine.connect():
-            pass
-    except sa.exc.OperationalError as exc:
-        pytest.fail(
-            f"no PostgreSQL server reachable at {PG_URL} (tools/run-tests.sh starts one): {exc.orig}"
-        )
-    schema = f"ceilo_test_{uuid.uuid4().hex[:10]}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/journal.sqlite"
-    url = request.getfixturevalue("pg_schema_url")
-    with sa.create_engine(url).begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS delivery_events, deliveries, alembic_version"))
-    return url
-
 
 def new_row(alarm_id="a1", action="http://u:pw@127.0.0.1:1/x"):
     return {
@@ -288,6 +256,7 @@ def test_a_journaled_delivery_whose_plugin_is_gone_is_dropped_not_resumed_foreve
     row = {**new_row(alarm_id="orphan", action="gone://somewhere"), "action_masked": "gone://"}
     journal.Journal(j.url, "test-host/OLD/1").record_new([row])
     assert run.engine.resume(j.claim_open("test-host", "L")) == []
+    run.engine.announcer.flush()
     run.backend.flush()
     (rec,) = j.find(alarm_id="orphan")
     assert rec.state == "dropped" and "unknown scheme 'gone'" in rec.error

@@ -149,8 +149,13 @@ def replay(
 
     the_engine = engine.Engine(conf, sinks=[dispatchers.fan_out([backend]), progress], journal=None)
     try:
-        for record in claimed:
-            the_engine.resume([dataclasses.replace(record, attempts=0, next_attempt_at=None)])
+        # An operator's replay is not aged out, but a newer transition of the
+        # alarm to the same action still supersedes it.
+        the_engine.resume(
+            [dataclasses.replace(r, attempts=0, next_attempt_at=None) for r in claimed],
+            the_journal,
+            ageing=False,
+        )
         the_engine.wait_idle()
     finally:
         the_engine.stop()
@@ -189,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "replay":
             wanted = conf.command.request_id
             if wanted:
-                records = [r for r in records if r.request_id in wanted]
+                records = [r for r in the_journal.get(wanted) if r.state == events.FAILED]
             return replay(conf, the_journal, records)
         show(records, the_journal, conf.command.events)
         return 0

@@ -11,6 +11,8 @@ cannot be written the batch is requeued and nothing of it is delivered.
 
 from __future__ import annotations
 
+import time
+
 import oslo_messaging
 from oslo_config import cfg
 from oslo_log import log
@@ -21,6 +23,7 @@ from ceilo_notifier.engine import JournalUnavailable
 LOG = log.getLogger(__name__)
 
 EVENT_TYPE = "alarm.update"
+REQUEUE_DELAY = 1.0
 
 
 class AlarmUpdateEndpoint:
@@ -36,8 +39,14 @@ class AlarmUpdateEndpoint:
         except JournalUnavailable as exc:
             cause = str(exc)
         LOG.error(
-            "Journal unavailable (%s); %d alarm notification(s) requeued", cause, len(messages)
+            "Journal unavailable (%s); %d alarm notification(s) requeued in %g s",
+            cause,
+            len(messages),
+            REQUEUE_DELAY,
         )
+        # Not at once: a requeued batch would come straight back and hammer
+        # a database that is down.
+        time.sleep(REQUEUE_DELAY)
         return oslo_messaging.NotificationResult.REQUEUE
 
 

@@ -11,6 +11,7 @@ import abc
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 
 from oslo_config import cfg
@@ -56,19 +57,32 @@ class QueuedBackend(EventBackend):
     """A backend whose writes happen on a thread of its own, in batches.
 
     ``dump`` only queues, so a slow database or broker never holds up the
-    announcer; subclasses implement ``write(batch)``.
+    announcer; subclasses implement ``write(batch)``. A write that fails
+    because the backend is unreachable (``is_outage``) is retried, the same
+    batch, until it is back: nothing is dropped silently. The queue is
+    bounded (``max_queued``): when it is full ``dump`` waits, the announcer
+    with it, and so intake slows down instead of memory growing. A batch
+    refused for its content is written event by event, so one bad event
+    costs only itself (one log line).
     """
 
     batch_size = 500
+    max_queued = 20000
+    stop_timeout = 10.0  # how long a stopping writer keeps retrying
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         super().__init__(conf)
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.Queue = queue.Queue(self.max_queued)
         self._thread: threading.Thread | None = None
+        self._stop_by: float | None = None
 
     @abc.abstractmethod
     def write(self, batch: list[tuple[int, events.DeliveryEvent]]) -> None:
         """Write (level, event) pairs, oldest first."""
+
+    def is_outage(self, exc: BaseException) -> bool:
+        """True when ``exc`` means the backend is unreachable for now."""
+        return isinstance(exc, (OSError, TimeoutError))
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -90,20 +104,64 @@ class QueuedBackend(EventBackend):
                     break
             todo = [item for item in batch if isinstance(item, tuple)]
             if todo:
-                try:
-                    self.write(todo)
-                except Exception:
-                    LOG.exception(
-                        "%s lost %d events (first: alarm %s)",
-                        type(self).__name__,
-                        len(todo),
-                        todo[0][1].alarm_id,
-                    )
+                self._write_until_done(todo)
             for item in batch:
                 if isinstance(item, threading.Event):
                     item.set()
             if any(item is None for item in batch):
                 return
+
+    def _write_until_done(self, todo: list[tuple[int, events.DeliveryEvent]]) -> None:
+        name = type(self).__name__
+        delay, failing_since = 0.5, None
+        while True:
+            try:
+                self.write(todo)
+            except Exception as exc:
+                if not self.is_outage(exc):
+                    self._write_each(todo, exc)
+                    return
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    LOG.error(
+                        "%s cannot write (%s); %d event(s) kept, retrying until it is back",
+                        name,
+                        _first_line(exc),
+                        len(todo),
+                    )
+                if self._stop_by is not None and time.monotonic() > self._stop_by:
+                    LOG.error(
+                        "%s still unreachable at stop: %d event(s) not written (first: "
+                        "alarm %s); their journaled deliveries resume at the next start",
+                        name,
+                        len(todo),
+                        todo[0][1].alarm_id,
+                    )
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if failing_since is not None:
+                LOG.warning(
+                    "%s writing again after %.0f s unreachable",
+                    name,
+                    time.monotonic() - failing_since,
+                )
+            return
+
+    def _write_each(self, todo: list[tuple[int, events.DeliveryEvent]], exc: Exception) -> None:
+        if len(todo) > 1:
+            for item in todo:
+                self._write_until_done([item])
+            return
+        event = todo[0][1]
+        LOG.error(
+            "%s refused the %s event of alarm %s (%s); that event is dropped",
+            type(self).__name__,
+            event.outcome,
+            event.alarm_id,
+            _first_line(exc),
+        )
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event queued so far is written."""
@@ -115,9 +173,14 @@ class QueuedBackend(EventBackend):
 
     def stop(self) -> None:
         if self._thread is not None:
+            self._stop_by = time.monotonic() + self.stop_timeout
             self._queue.put(None)
-            self._thread.join(30)
+            self._thread.join(self.stop_timeout + 30)
             self._thread = None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
 
 
 def load(conf: cfg.ConfigOpts, names: Sequence[str] | None = None) -> list[EventBackend]:
