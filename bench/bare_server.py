@@ -1,82 +1,136 @@
-"""The ceiling: a bare oslo.messaging RPC server whose notify_alarm does nothing.
+"""The ceiling: a bare oslo.messaging consumer that does nothing with what it gets.
 
-Same transport, topic, target and executor (threading) as ceilo-notifier, so
-what it handles per second is the most any notifier built on oslo.messaging
-can consume on this machine with this sender.
+    python bench/bare_server.py --config-file F --mode rpc|notification --topic T --prefix P
 
-    python bench/bare_server.py --config-file F --prefix P --expect N --out handled.json
+``--mode rpc``: an RPC server on topic T (target version 1.0) whose
+``notify_alarm`` does nothing, with the threading executor, as ceilo-notifier's
+RPC server. ``--mode notification``: a notification listener on topic T of the
+config's ``control_exchange`` whose ``sample`` endpoint does nothing, as
+aodh-notifier's listener. What it handles per second is the most any notifier
+built on oslo.messaging can consume on this machine with this sender. Only
+oslo.messaging is used, never the code under test.
 
-Prints ``{"event": "ready"}`` once it consumes; exits once it has handled N
-casts whose alarm_id starts with the prefix (or after --timeout seconds) and
-writes {"handled": [[alarm_id, handled_at, sent], ...]}, then prints
-``{"event": "handled", "n": N}``.
+Prints ``{"event": "ready"}`` once it consumes, ``{"event": "warmup"}`` when it
+handled an alarm whose id ends in ``-warmup``, and then reads commands on
+stdin, one per line:
+
+    count         -> {"event": "count", "n": N}   (alarms with the prefix so far)
+    dump PATH     -> writes {"handled": [[alarm_id, handled_at, sent], ...]} to PATH,
+                     then {"event": "dumped", "n": N}
+    reset         -> forgets what it handled
+
+It stops on SIGTERM or at the end of stdin.
 """
 
-# ruff: noqa: I001 - ceilo_notifier.cmd must be imported before oslo.messaging
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
 
-from ceilo_notifier import cmd  # noqa: F401 - selects oslo.service's threading backend
-
-# (the import above must come before oslo.messaging's first import)
-import oslo_messaging  # noqa: E402
-from oslo_config import cfg  # noqa: E402
-
-from ceilo_notifier import opts, rpc  # noqa: E402
+import oslo_messaging
+from oslo_config import cfg
+from sender import register_opts
 
 
-class NoopEndpoint:
+def emit(**event) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+class _Stop(Exception):
+    pass
+
+
+class Recorder:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.handled: list[tuple[str, float, float | None]] = []
+        self.lock = threading.Lock()
+
+    def record(self, data: dict) -> None:
+        now = time.time()
+        alarm_id = (data or {}).get("alarm_id") or ""
+        if alarm_id.endswith("-warmup"):
+            emit(event="warmup")
+        elif alarm_id.startswith(self.prefix):
+            sent = (data.get("reason_data") or {}).get("sent")
+            with self.lock:
+                self.handled.append((alarm_id, now, sent))
+
+
+class RPCEndpoint:
     target = oslo_messaging.Target(version="1.0")
 
-    def __init__(self, prefix: str, expect: int) -> None:
-        self.prefix = prefix
-        self.expect = expect
-        self.handled: list[tuple[str, float, float | None]] = []
-        self.done = threading.Event()
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
 
     def notify_alarm(self, context, data) -> None:
-        now = time.time()
-        alarm_id = data.get("alarm_id") or ""
-        if alarm_id.startswith(self.prefix) and not alarm_id.endswith("-warmup"):
-            sent = (data.get("reason_data") or {}).get("sent")
-            self.handled.append((alarm_id, now, sent))
-            if len(self.handled) >= self.expect:
-                self.done.set()
+        self.recorder.record(data)
+
+
+class NotificationEndpoint:
+    filter_rule = oslo_messaging.NotificationFilter(event_type=r"^alarm\.update$")
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def sample(self, ctxt, publisher_id, event_type, payload, metadata) -> None:
+        self.recorder.record(payload)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", required=True)
+    parser.add_argument("--mode", choices=("rpc", "notification"), default="rpc")
+    parser.add_argument("--topic", required=True)
     parser.add_argument("--prefix", required=True)
-    parser.add_argument("--expect", type=int, required=True)
-    parser.add_argument("--timeout", type=float, default=120.0)
-    parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
     conf = cfg.ConfigOpts()
-    opts.register_opts(conf)
     conf(["--config-file", args.config_file], default_config_files=[])
-    rpc.register_messaging_opts(conf)
-    transport = rpc.get_transport(conf)
-    endpoint = NoopEndpoint(args.prefix, args.expect)
-    # No executor argument: it is deprecated, and without eventlet's monkey
-    # patching oslo.messaging picks the threading executor, as the service's.
-    server = oslo_messaging.get_rpc_server(
-        transport, rpc.get_target(conf, server=conf.host), [endpoint]
-    )
+    register_opts(conf)
+    recorder = Recorder(args.prefix)
+    # No executor argument: without eventlet's monkey patching oslo.messaging
+    # picks the threading executor.
+    if args.mode == "rpc":
+        transport = oslo_messaging.get_rpc_transport(conf)
+        server = oslo_messaging.get_rpc_server(
+            transport,
+            oslo_messaging.Target(topic=args.topic, server="bench-bare", version="1.0"),
+            [RPCEndpoint(recorder)],
+        )
+    else:
+        transport = oslo_messaging.get_notification_transport(conf)
+        server = oslo_messaging.get_notification_listener(
+            transport, [oslo_messaging.Target(topic=args.topic)],
+            [NotificationEndpoint(recorder)],
+        )  # fmt: skip
     server.start()
-    sys.stdout.write(json.dumps({"event": "ready"}) + "\n")
-    sys.stdout.flush()
-    endpoint.done.wait(args.timeout)
-    with open(args.out, "w") as f:
-        json.dump({"handled": list(endpoint.handled)}, f)
-    sys.stdout.write(json.dumps({"event": "handled", "n": len(endpoint.handled)}) + "\n")
-    sys.stdout.flush()
+
+    def on_term(signum, frame):
+        raise _Stop
+
+    signal.signal(signal.SIGTERM, on_term)
+    emit(event="ready")
+    try:
+        for line in sys.stdin:
+            cmd, _, arg = line.strip().partition(" ")
+            with recorder.lock:
+                handled = list(recorder.handled)
+                if cmd == "reset":
+                    recorder.handled.clear()
+            if cmd == "count":
+                emit(event="count", n=len({h[0] for h in handled}))
+            elif cmd == "dump":
+                with open(arg, "w") as f:
+                    json.dump({"handled": handled}, f)
+                emit(event="dumped", n=len(handled))
+    except _Stop:
+        pass
     server.stop()
     server.wait()
     transport.cleanup()

@@ -37,12 +37,58 @@ def server_version(host: str, port: int, user: str = "guest", password: str = "g
         conn.close()
 
 
+def queue_consumers(
+    host: str, port: int, vhost: str, queues: list[str], user: str = "guest",
+    password: str = "guest",
+) -> dict[str, int | None]:
+    """Consumers of each queue (None: no such queue), by a passive declare over AMQP."""
+    import amqp
+
+    conn = amqp.Connection(
+        f"{host}:{port}", userid=user, password=password, virtual_host=vhost, connect_timeout=5
+    )
+    out: dict[str, int | None] = {}
+    try:
+        conn.connect()
+        for name in queues:
+            channel = conn.channel()
+            try:
+                out[name] = channel.queue_declare(name, passive=True).consumer_count
+            except amqp.exceptions.NotFound:
+                out[name] = None  # the broker closed the channel
+                continue
+            channel.close()
+    finally:
+        conn.close()
+    return out
+
+
+def wait_consumed(
+    host: str, port: int, vhost: str, queues: list[str], alive, timeout: float = 90.0
+) -> None:
+    """Wait until every queue has a consumer; alive() false means the consumer died."""
+    deadline = time.monotonic() + timeout
+    seen: dict = {}
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError("exited before it consumed")
+        try:
+            seen = queue_consumers(host, port, vhost, queues)
+        except OSError as exc:
+            seen = {"error": str(exc)}
+        if all(seen.get(q) for q in queues):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"no consumer on {queues} after {timeout:.0f} s: {seen}")
+
+
 class SharedVhost:
     """A vhost of this run on an already running broker, managed with rabbitmqctl."""
 
-    def __init__(self, host: str, port: int, user: str = "guest", password: str = "guest"):
+    def __init__(self, host: str, port: int, user: str = "guest", password: str = "guest",
+                 label: str = ""):  # fmt: skip
         self.host, self.port, self.user, self.password = host, port, user, password
-        self.name = f"ceilo-bench-{uuid.uuid4().hex[:10]}"
+        self.name = f"ceilo-bench-{label + '-' if label else ''}{uuid.uuid4().hex[:10]}"
         self.created = False
 
     def _ctl(self, *args: str) -> None:

@@ -13,10 +13,12 @@ What a request gets depends on its path:
 
 Control paths (never recorded):
 
-    GET  /_stats     {"count": N, "hung": open hung requests}
+    GET  /_stats     {"count": N, "hung": open hung requests,
+                      "modes": {"ok": N, "delay": N, "hang": N}}
     GET  /_records   {"records": [[arrival, path, alarm_id, sent, request_id], ...]}
                      arrival is time.time() when the request was fully read;
-                     sent is reason_data["sent"] of the body (the cast time)
+                     sent is reason_data["sent"] of the body (the cast time);
+                     /_records?mode=ok: only those of /ok/ (or delay, hang)
     POST /_reset     forget every record, /hang/ hangs again
     POST /_release   close every hung connection, and from now on close the
                      connection of every /hang/ request at once (so that a
@@ -60,10 +62,14 @@ class Sink:
         self.hung: set[_Conn] = set()
         self.hung_requests = 0
         self.released = False
+        self.modes: dict[bytes, int] = {}
 
-    def records_json(self) -> bytes:
+    def records_json(self, mode: bytes = b"") -> bytes:
         out = []
+        want = b"/" + mode + b"/" if mode else b""
         for arrival, path, headers, body in self.records:
+            if want and not path.startswith(want):
+                continue
             alarm_id = sent = None
             try:
                 doc = json.loads(body)
@@ -82,12 +88,16 @@ class Sink:
 
     def control(self, method: bytes, path: bytes) -> bytes:
         if path == b"/_stats":
-            payload = json.dumps({"count": len(self.records), "hung": self.hung_requests})
+            modes = {k.decode("latin-1"): v for k, v in self.modes.items()}
+            payload = json.dumps(
+                {"count": len(self.records), "hung": self.hung_requests, "modes": modes}
+            )
             return _response("200 OK", payload.encode())
-        if path == b"/_records":
-            return _response("200 OK", self.records_json())
+        if path == b"/_records" or path.startswith(b"/_records?mode="):
+            return _response("200 OK", self.records_json(path.partition(b"=")[2]))
         if path == b"/_reset" and method == b"POST":
             self.records.clear()
+            self.modes.clear()
             self.released = False
             return _response("200 OK", b"{}")
         if path == b"/_release" and method == b"POST":
@@ -152,6 +162,8 @@ class _Conn(asyncio.Protocol):
             self._answer(sink.control(method, path))
             return
         sink.records.append((time.time(), path, head, body))
+        mode = path[1 : path.find(b"/", 1)]
+        sink.modes[mode] = sink.modes.get(mode, 0) + 1
         if path.startswith(b"/delay/"):
             slot = [None]
             self.slots.append(slot)
