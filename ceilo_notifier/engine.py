@@ -73,6 +73,7 @@ class Engine:
         self.attempter = attempt.Attempter(conf, retry.RetryPolicy.from_conf(conf))
         self.max_pending = conf.alarm.max_pending_deliveries
         self._pending = 0  # deliveries accepted and not yet announced final
+        self._waiters = 0  # threads waiting for _pending to drop
         self._pending_cond = threading.Condition()
         self._closed = False
         self.loop = asyncio.new_event_loop()
@@ -222,7 +223,9 @@ class Engine:
         own = threading.current_thread() in (self._thread, self.announcer.thread)
         with self._pending_cond:
             while self._pending >= self.max_pending and not self._closed and not own:
+                self._waiters += 1
                 self._pending_cond.wait(1.0)
+                self._waiters -= 1
             if self._closed:
                 return
             self._pending += 1
@@ -272,7 +275,7 @@ class Engine:
     def _released(self, _delivery: Delivery) -> None:
         with self._pending_cond:
             self._pending -= 1
-            if self._pending < self.max_pending or not self._pending:
+            if self._waiters:
                 self._pending_cond.notify_all()
 
     # -- shutdown -----------------------------------------------------------
@@ -280,7 +283,11 @@ class Engine:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every accepted delivery has its final outcome announced."""
         with self._pending_cond:
-            return self._pending_cond.wait_for(lambda: self._pending == 0, timeout)
+            self._waiters += 1
+            try:
+                return self._pending_cond.wait_for(lambda: self._pending == 0, timeout)
+            finally:
+                self._waiters -= 1
 
     def stop(self, grace: float = 0.0) -> list[Delivery]:
         """Stop retrying, let running attempts finish within grace, return the unfinished."""

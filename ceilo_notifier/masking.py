@@ -69,6 +69,8 @@ def _mask_userinfo(match: re.Match) -> str:
 def mask_url(url: object) -> str:
     """Return url with its password, trust id and secret query values masked."""
     text = str(url)
+    if "@" not in text and "?" not in text:
+        return text  # nothing to mask: the common case, kept cheap
     try:
         parts = parse.urlsplit(text)
         query = parse.parse_qsl(parts.query, keep_blank_values=True)
