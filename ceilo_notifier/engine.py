@@ -110,9 +110,8 @@ class Engine:
             for d in (self.checker.check(notification, a) for a in actions)
             if d
         ]
-        if self.journal is not None and deliveries:
-            if not self._record(deliveries, strict):
-                return []
+        if self.journal is not None and deliveries and not self._record(deliveries, strict):
+            raise JournalUnavailable("stopping while the journal is unreachable")
         for delivery in deliveries:
             self.submit(delivery)
         return deliveries
@@ -151,7 +150,7 @@ class Engine:
                 if self._closed:
                     LOG.error(
                         "Alarm %s: journal unavailable (%s) while stopping; %d action(s) "
-                        "neither recorded nor delivered",
+                        "not accepted",
                         alarms,
                         cause,
                         len(deliveries),

@@ -62,11 +62,8 @@ class NotifierService(base.ServiceBase):
         self.transport = rpc.get_transport(self.conf)
         target = rpc.get_target(self.conf, server=self.conf.host)
         the_endpoint = rpc_consumer.NotifierEndpoint(self.conf, self.engine)
-        self.rpc_server = oslo_messaging.get_rpc_server(
-            self.transport,
-            target,
-            [the_endpoint],
-            executor=self.executor,
+        self.rpc_server = rpc_consumer.get_server(
+            self.transport, target, the_endpoint, executor=self.executor
         )
         self.rpc_server.start()
         if self.conf.alarm.notification_listener:

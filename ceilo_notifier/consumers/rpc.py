@@ -1,8 +1,15 @@
-"""The RPC endpoint: ``notify_alarm`` casts, validated and handed to the engine.
+"""The RPC consumer: ``notify_alarm`` casts, validated and handed to the engine.
 
 Nothing a caller sends may escape from here as an exception: oslo.messaging
 would log a traceback per cast and the caller, who only casts, would never
 know. Every rejection is one log line naming the alarm and the cause.
+
+oslo.messaging's RPC server acknowledges a message as it arrives, before
+dispatching it: a crash between the two loses the cast. ``JournalFirstServer``
+acknowledges it once ``notify_alarm`` has returned, that is once its
+deliveries are in the journal, and requeues it when they could not be
+written. It is oslo.messaging's own server, listener and message classes,
+composed differently, not a consumer written by hand.
 """
 
 from __future__ import annotations
@@ -10,6 +17,10 @@ from __future__ import annotations
 import oslo_messaging
 from oslo_config import cfg
 from oslo_log import log
+from oslo_messaging._drivers import amqpdriver
+from oslo_messaging._drivers import base as driver_base
+from oslo_messaging._drivers import common as driver_common
+from oslo_messaging.rpc import server as rpc_server
 
 from ceilo_notifier import intake
 from ceilo_notifier.delivery import Delivery
@@ -52,3 +63,68 @@ class NotifierEndpoint:
         except Exception:
             LOG.exception("Alarm %s: accepting failed", ", ".join(n.alarm_id for n, _ in alarms))
             return []
+
+
+class _AckWhenToldListener(amqpdriver.AMQPListener):
+    """The RPC queues' listener, with messages that are acknowledged when told.
+
+    oslo.messaging's notification messages are those: ``acknowledge`` and
+    ``requeue`` are queued for the consumer thread, as kombu needs.
+    """
+
+    message_cls = amqpdriver.NotificationAMQPIncomingMessage
+
+
+class JournalFirstServer(rpc_server.RPCServer):
+    """An RPC server that acknowledges a cast only after it was handled."""
+
+    def _create_listener(self):
+        driver = self.transport._driver
+        if not isinstance(driver, amqpdriver.AMQPDriverBase):
+            LOG.warning(
+                "Transport driver %s: casts are acknowledged on arrival, before they are journaled",
+                type(driver).__name__,
+            )
+            return super()._create_listener()
+        target = self._target
+        if not (target.topic and target.server):
+            raise oslo_messaging.InvalidTarget("a server needs a topic and a server", target)
+        conn = driver._get_connection(driver_common.PURPOSE_LISTEN)
+        listener = _AckWhenToldListener(driver, conn)
+        exchange = driver._get_exchange(target)
+        conn.declare_topic_consumer(exchange_name=exchange, topic=target.topic, callback=listener)
+        conn.declare_topic_consumer(
+            exchange_name=exchange, topic=f"{target.topic}.{target.server}", callback=listener
+        )
+        conn.declare_fanout_consumer(target.topic, listener)
+        return driver_base.PollStyleListenerAdapter(listener, 1, None)
+
+    def _process_incoming(self, incoming):
+        message = incoming[0]
+        try:
+            result = self.dispatcher.dispatch(message)
+        except JournalUnavailable as exc:
+            LOG.error("Journal unavailable (%s); the cast is requeued", exc)
+            message.requeue()
+            return
+        except Exception:
+            # Acknowledged anyway: a cast that fails to dispatch would fail again.
+            LOG.exception("A cast could not be handled")
+            result = None
+        message.acknowledge()
+        if message.msg_id:  # a call, not a cast: it wants its answer
+            try:
+                message.reply(result)
+            except Exception:
+                LOG.exception("Replying to an RPC call failed")
+
+
+def get_server(
+    transport: oslo_messaging.Transport,
+    target: oslo_messaging.Target,
+    endpoint: NotifierEndpoint,
+    executor: str = "threading",
+) -> oslo_messaging.MessageHandlingServer:
+    return oslo_messaging.get_rpc_server(
+        transport, target, [endpoint], executor=executor, server_cls=JournalFirstServer
+    )
