@@ -332,22 +332,33 @@ class Journal:
     # -- resuming ---------------------------------------------------------------
 
     def claim_open(self, host: str, launch: str) -> list[Record]:
-        """Take over this host's unfinished deliveries left by an earlier launch.
+        """Take over this host's unfinished deliveries left by an earlier launch,
+        or by a worker of this launch that died (the parent started this one
+        in its place).
 
-        Rows of the current launch belong to live sibling workers and are left
-        alone. Each row is claimed with a conditional update, so of several
-        workers starting together exactly one resumes it.
+        Rows of live sibling workers are left alone. Each row is claimed with
+        a conditional update, so of several workers starting together exactly
+        one resumes it.
         """
+
+        def orphaned(owner: str) -> bool:
+            if not owner.startswith(f"{host}/"):
+                return False
+            if not owner.startswith(f"{host}/{launch}/"):
+                return True
+            pid = owner.rsplit("/", 1)[1]
+            return pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+
         with self.engine.connect() as conn:
             candidates = [
                 row
                 for row in conn.execute(
                     sa.select(deliveries)
                     .where(deliveries.c.state.in_(OPEN_STATES))
+                    .where(deliveries.c.owner.like(f"{host}/%"))
                     .order_by(deliveries.c.created_at)
                 )
-                if row.owner.startswith(f"{host}/")
-                and not row.owner.startswith(f"{host}/{launch}/")
+                if orphaned(row.owner)
             ]
         claimed = []
         for row in candidates:
@@ -482,6 +493,17 @@ class Journal:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this machine still runs (workers share the host's pids)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_launch() -> str:

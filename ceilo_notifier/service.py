@@ -37,6 +37,7 @@ class NotifierService(base.ServiceBase):
         self.transport: oslo_messaging.Transport | None = None
         self.listener_transport: oslo_messaging.Transport | None = None
         self._stopped = threading.Event()
+        self.fanout_lock: rpc_consumer.FanoutLock | None = None
 
     def start(self) -> None:
         """Build everything here, not in __init__: workers are forked after __init__."""
@@ -62,8 +63,12 @@ class NotifierService(base.ServiceBase):
         self.transport = rpc.get_transport(self.conf)
         target = rpc.get_target(self.conf, server=self.conf.host)
         the_endpoint = rpc_consumer.NotifierEndpoint(self.conf, self.engine)
+        # One worker of this host consumes the fanout queue; a single
+        # process always does.
+        self.fanout_lock = rpc_consumer.FanoutLock(self.conf.state_path, self.conf.host)
+        fanout = self.conf.workers == 1 or self.fanout_lock.acquire()
         self.rpc_server = rpc_consumer.get_server(
-            self.transport, target, the_endpoint, executor=self.executor
+            self.transport, target, the_endpoint, executor=self.executor, fanout=fanout
         )
         self.rpc_server.start()
         if self.conf.alarm.notification_listener:
@@ -101,6 +106,8 @@ class NotifierService(base.ServiceBase):
             except Exception:
                 LOG.exception("Stopping %s failed", type(server).__name__)
         self.rpc_server = self.listener = None
+        if self.fanout_lock is not None:
+            self.fanout_lock.release()
         if self.engine is not None:
             unfinished = self.engine.stop(self.conf.shutdown_grace_period if graceful else 0)
             if unfinished:

@@ -93,6 +93,40 @@ def test_workers_are_full_consumers_and_stop_with_the_parent(
         assert wait_until(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10), pid
 
 
+def test_a_fanout_cast_reaches_a_host_of_two_workers_once(start_notifier, topic, caster, webhook):
+    notifier = start_notifier(topic, default={"workers": 2})
+    assert len(children(notifier.proc.pid)) == 2
+    client = caster(topic)
+    urls = [webhook.url("ok") for _ in range(5)]
+    for i, url in enumerate(urls):
+        client.cast(alarm([url], alarm_id=f"fan-{i}"), fanout=True)
+    for url in urls:
+        assert webhook.wait_for(url)
+    time.sleep(1)
+    assert [len(webhook.requests_for(url)) for url in urls] == [1] * 5
+
+
+def test_a_killed_worker_is_replaced_and_its_deliveries_resumed_at_once(
+    start_notifier, topic, caster, webhook
+):
+    notifier = start_notifier(topic, default={"workers": 2}, alarm={"rest_notifier_max_retries": 3})
+    client = caster(topic)
+    url = webhook.url("retry-after/8")  # 503 + Retry-After: 8 once, then 200
+    cast(client, url, "orphaned")
+    assert webhook.wait_for(url)
+    assert notifier.wait_for_log(r"Alarm orphaned: attempt 1 .* retrying in 8\.\d s")
+    time.sleep(0.5)  # the retrying event reaches the journal
+    owner = int(re.search(r" (\d+) WARNING \S+ \[-\] Alarm orphaned: attempt 1", notifier.log())[1])
+    os.kill(owner, signal.SIGKILL)
+    killed = time.monotonic()
+    # The parent starts a worker in its place, which resumes the delivery; it
+    # goes out when its Retry-After is over, not at the next start of the service.
+    assert notifier.wait_for_log(r"Resumed 1 unfinished deliveries from the journal", 20)
+    requests = webhook.wait_for(url, 2, timeout=20)
+    assert len(requests) == 2 and time.monotonic() - killed < 15
+    assert notifier.alive()
+
+
 def test_metrics_and_health_are_served_for_all_workers(start_notifier, topic, caster, webhook):
     port = free_port()
     start_notifier(

@@ -14,6 +14,9 @@ composed differently, not a consumer written by hand.
 
 from __future__ import annotations
 
+import fcntl
+import os
+
 import oslo_messaging
 from oslo_config import cfg
 from oslo_log import log
@@ -76,7 +79,14 @@ class _AckWhenToldListener(amqpdriver.AMQPListener):
 
 
 class JournalFirstServer(rpc_server.RPCServer):
-    """An RPC server that acknowledges a cast only after it was handled."""
+    """An RPC server that acknowledges a cast only after it was handled.
+
+    ``fanout`` says whether this process consumes the fanout queue: of a
+    host's workers only one does, so that a fanout cast reaches each host
+    once (oslo.messaging would give every worker a fanout queue of its own).
+    """
+
+    fanout = True
 
     def _create_listener(self):
         driver = self.transport._driver
@@ -96,7 +106,8 @@ class JournalFirstServer(rpc_server.RPCServer):
         conn.declare_topic_consumer(
             exchange_name=exchange, topic=f"{target.topic}.{target.server}", callback=listener
         )
-        conn.declare_fanout_consumer(target.topic, listener)
+        if self.fanout:
+            conn.declare_fanout_consumer(target.topic, listener)
         return driver_base.PollStyleListenerAdapter(listener, 1, None)
 
     def _process_incoming(self, incoming):
@@ -124,7 +135,40 @@ def get_server(
     target: oslo_messaging.Target,
     endpoint: NotifierEndpoint,
     executor: str = "threading",
+    fanout: bool = True,
 ) -> oslo_messaging.MessageHandlingServer:
-    return oslo_messaging.get_rpc_server(
+    server = oslo_messaging.get_rpc_server(
         transport, target, [endpoint], executor=executor, server_cls=JournalFirstServer
     )
+    server.fanout = fanout
+    return server
+
+
+class FanoutLock:
+    """Held by the one worker of a host that consumes the fanout queue.
+
+    An advisory lock on a file under ``state_path``: the kernel releases it
+    when its holder dies, and the worker the parent starts in its place
+    takes it.
+    """
+
+    def __init__(self, state_path: str, host: str) -> None:
+        os.makedirs(state_path, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in host)
+        self.path = os.path.join(state_path, f"fanout-{safe}.lock")
+        self._file = None
+
+    def acquire(self) -> bool:
+        handle = open(self.path, "a+")  # noqa: SIM115 - held for the process's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._file = handle
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
