@@ -78,6 +78,15 @@ delivery_events = sa.Table(
 )
 
 
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("owner", sa.String(255), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False, index=True),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 _UPDATE_FROM_EVENT = (
     deliveries.update()
     .where(deliveries.c.request_id == sa.bindparam("rid"))
@@ -360,8 +369,12 @@ class Journal:
                 )
                 if orphaned(row.owner)
             ]
+        return self._claim_rows(candidates)
+
+    def _claim_rows(self, rows: Iterable[sa.Row]) -> list[Record]:
+        """Make rows this owner's, each by a conditional update: one claimant wins each."""
         claimed = []
-        for row in candidates:
+        for row in rows:
             with self.engine.begin() as conn:
                 done = conn.execute(
                     deliveries.update()
@@ -373,6 +386,57 @@ class Journal:
             if done:
                 claimed.append(Record.from_row(row))
         return claimed
+
+    # -- heartbeats and takeover ----------------------------------------------
+
+    def heartbeat(self, host: str) -> None:
+        """Say that this owner (a worker of ``host``) is alive."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                instances.update().where(instances.c.owner == self.owner).values(heartbeat_at=now)
+            ).rowcount
+            if not done:
+                conn.execute(
+                    instances.insert().values(owner=self.owner, host=host, heartbeat_at=now)
+                )
+
+    def silent_hosts(self, me: str, lease: float) -> dict[str, datetime.datetime | None]:
+        """Hosts other than ``me`` with open deliveries and no heartbeat for ``lease`` s."""
+        cutoff = utcnow() - datetime.timedelta(seconds=lease)
+        with self.engine.connect() as conn:
+            owners = conn.execute(
+                sa.select(deliveries.c.owner, sa.func.max(deliveries.c.updated_at))
+                .where(deliveries.c.state.in_(OPEN_STATES))
+                .group_by(deliveries.c.owner)
+            ).all()
+            beats = dict(
+                conn.execute(
+                    sa.select(instances.c.host, sa.func.max(instances.c.heartbeat_at)).group_by(
+                        instances.c.host
+                    )
+                ).all()
+            )
+        silent: dict[str, datetime.datetime | None] = {}
+        for owner, updated in owners:
+            host = owner.split("/", 1)[0]
+            if host == me:
+                continue
+            seen = _aware(beats.get(host)) or _aware(updated)
+            if seen is None or seen < cutoff:
+                silent[host] = seen
+        return silent
+
+    def take_over(self, host: str) -> list[Record]:
+        """Claim the open deliveries of a silent host."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(deliveries)
+                .where(deliveries.c.state.in_(OPEN_STATES))
+                .where(deliveries.c.owner.like(f"{host}/%"))
+                .order_by(deliveries.c.created_at)
+            ).all()
+        return self._claim_rows(rows)
 
     def claim(self, request_ids: Sequence[str], states: Sequence[str]) -> list[Record]:
         """Take deliveries in one of ``states`` (e.g. failed ones, to replay them)."""

@@ -282,6 +282,16 @@ DATABASE_OPTS = [
         "ever. ceilo-notifier-manage purge does the same on demand.",
     ),
     cfg.FloatOpt(
+        "owner_lease",
+        default=120.0,
+        min=5.0,
+        help="Every instance heartbeats in the journal every owner_lease / 4 "
+        "seconds. When a host sharing the journal has been silent this long "
+        "(a replaced VM, a renamed pod), a live host takes its unfinished "
+        "deliveries over (exactly one, with conditional updates) and resumes "
+        "them, stale ones excepted.",
+    ),
+    cfg.FloatOpt(
         "timeout",
         default=10.0,
         min=1.0,

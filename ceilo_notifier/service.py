@@ -13,7 +13,7 @@ from oslo_config import cfg
 from oslo_log import log
 from oslo_service.backend import base
 
-from ceilo_notifier import dispatchers, engine, journal, metrics, rpc
+from ceilo_notifier import dispatchers, engine, journal, metrics, rpc, takeover
 from ceilo_notifier.consumers import notifications
 from ceilo_notifier.consumers import rpc as rpc_consumer
 from ceilo_notifier.dispatchers import database
@@ -38,6 +38,7 @@ class NotifierService(base.ServiceBase):
         self.listener_transport: oslo_messaging.Transport | None = None
         self._stopped = threading.Event()
         self.fanout_lock: rpc_consumer.FanoutLock | None = None
+        self.takeover: takeover.Takeover | None = None
 
     def start(self) -> None:
         """Build everything here, not in __init__: workers are forked after __init__."""
@@ -60,6 +61,8 @@ class NotifierService(base.ServiceBase):
             resumed = self.engine.resume(the_journal.claim_open(self.conf.host, self.launch))
             if resumed:
                 LOG.info("Resumed %d unfinished deliveries from the journal", len(resumed))
+            self.takeover = takeover.Takeover(self.conf, the_journal, self.engine)
+            self.takeover.start()
         self.transport = rpc.get_transport(self.conf)
         target = rpc.get_target(self.conf, server=self.conf.host)
         the_endpoint = rpc_consumer.NotifierEndpoint(self.conf, self.engine)
@@ -97,6 +100,9 @@ class NotifierService(base.ServiceBase):
         """Stop consuming first, then give running deliveries the grace period."""
         if self.engine is not None:
             self.engine.close_intake()  # consumers waiting for room let go
+        if self.takeover is not None:
+            self.takeover.stop()
+            self.takeover = None
         for server in (self.rpc_server, self.listener):
             if server is None:
                 continue

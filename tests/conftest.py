@@ -260,6 +260,12 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/journal.sqlite"
     url = request.getfixturevalue("pg_schema_url")
-    with sa.create_engine(url).begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS delivery_events, deliveries, alembic_version"))
+    empty_journal(url)
     return url
+
+
+def empty_journal(url: str) -> None:
+    """Drop every table of the journal (the schema of this run is shared by its tests)."""
+    tables = "delivery_events, deliveries, instances, alembic_version"
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {tables}"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import subprocess
 import uuid
 
 import pytest
@@ -31,7 +32,7 @@ def test_schema_upgrade_is_idempotent_and_managed_by_alembic(db_url):
     journal.upgrade(db_url)
     engine = sa.create_engine(db_url)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
         names = set(sa.inspect(conn).get_table_names())
     assert {"deliveries", "delivery_events"} <= names
 
@@ -72,18 +73,30 @@ def test_deliveries_move_through_their_events(db_url):
 
 def test_open_deliveries_are_claimed_once_by_a_later_launch_of_the_same_host(db_url):
     journal.upgrade(db_url)
-    old = journal.Journal(db_url, "host-a/L1/100")
+    old = journal.Journal(db_url, f"host-a/L1/{os.getppid()}")  # a live process
     mine, other_host = new_row(), new_row()
     old.record_new([mine])
     journal.Journal(db_url, "host-b/L1/7").record_new([other_host])
     sibling = journal.Journal(db_url, "host-a/L2/200")
     assert sibling.claim_open("host-a", "L1") == []  # same launch: a live sibling's work
-    first = journal.Journal(db_url, "host-a/L2/201")
+    first = journal.Journal(db_url, f"host-a/L2/{os.getpid()}")  # alive: this process
     second = journal.Journal(db_url, "host-a/L2/202")
     claimed = first.claim_open("host-a", "L2")
     assert [r.request_id for r in claimed] == [mine["request_id"]]
     assert claimed[0].action == "http://u:pw@127.0.0.1:1/x"
     assert second.claim_open("host-a", "L2") == []
+
+
+def test_a_dead_workers_deliveries_are_claimed_by_its_replacement(db_url):
+    journal.upgrade(db_url)
+    done = subprocess.run(["true"], check=True)  # a pid that no longer runs
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    del done
+    row = new_row()
+    journal.Journal(db_url, f"host-a/L1/{dead.pid}").record_new([row])
+    replacement = journal.Journal(db_url, "host-a/L1/999999")
+    assert [r.request_id for r in replacement.claim_open("host-a", "L1")] == [row["request_id"]]
 
 
 def test_purge_removes_only_old_finished_deliveries(db_url):

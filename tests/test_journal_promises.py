@@ -11,10 +11,10 @@ import time
 import urllib.request
 
 import pytest
-import sqlalchemy as sa
 
 from ceilo_notifier import events, journal
 from tests import helpers, pg
+from tests.conftest import empty_journal
 from tests.test_journal import JournaledRun, new_row
 
 
@@ -64,8 +64,7 @@ def test_an_over_long_alarm_id_is_refused_and_its_neighbours_are_recorded(
 def test_an_event_the_database_refuses_costs_only_itself(make_conf, pg_schema_url, caplog):
     """PostgreSQL enforces column sizes: an over-long scheme fails its own event alone."""
     url = pg_schema_url
-    with sa.create_engine(url).begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS delivery_events, deliveries, alembic_version"))
+    empty_journal(url)
     journal.upgrade(url)
     run = JournaledRun(make_conf(), url)
     try:

@@ -227,3 +227,28 @@ def test_an_unreachable_journal_stops_the_start_with_one_clear_line(start_notifi
         log,
     ), log
     assert "Pa55w0rd" not in log and "Traceback" not in log
+
+
+def test_a_host_that_goes_silent_has_its_deliveries_taken_over_by_another(
+    start_notifier, topic, caster, webhook, tmp_path
+):
+    shared = {"database": {"connection": f"sqlite:///{tmp_path}/shared.sqlite", "owner_lease": 5}}
+    gone = start_notifier(topic, name="gone", extra=shared, alarm={"rest_notifier_max_retries": 3})
+    client = caster(topic)
+    url = webhook.url("retry-after/6")  # 503 + Retry-After: 6 once, then 200
+    client.cast(alarm([url], alarm_id="adopted"), server=gone.host)
+    assert webhook.wait_for(url)
+    assert gone.wait_for_log(r"Alarm adopted: attempt 1 .* retrying in 6\.\d s")
+    time.sleep(0.5)
+    gone.stop(signal.SIGKILL)  # and it never comes back
+    heir = start_notifier(topic, name="heir", extra=shared, alarm={"rest_notifier_max_retries": 3})
+    assert heir.wait_for_log(
+        rf"Took over 1 unfinished deliveries of host {gone.host}, silent since .*: 1 resumed", 20
+    )
+    requests = webhook.wait_for(url, 2, timeout=20)
+    assert len(requests) == 2
+    assert (
+        requests[0].headers["x-openstack-request-id"]
+        == requests[1].headers["x-openstack-request-id"]
+    )
+    assert heir.wait_for_log(r"Alarm adopted delivered .* attempt 2", 10)
