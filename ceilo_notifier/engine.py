@@ -29,6 +29,7 @@ from oslo_log import log
 from stevedore import extension
 
 from ceilo_notifier import announce, attempt, events, intake, notifiers, retry, scheduler
+from ceilo_notifier import delivery as delivery_mod
 from ceilo_notifier.delivery import Delivery
 from ceilo_notifier.journal import Journal, Record, is_outage
 from ceilo_notifier.notification import AlarmNotification
@@ -246,14 +247,23 @@ class Engine:
     async def _run(self, delivery: Delivery) -> None:
         result = await self.attempter.run(delivery)
         delivery.status_code = result.status_code
-        if result.outcome == events.RETRYING:
-            if self.scheduler.retry(delivery, result.retry_in):
-                self.announcer.announce(
-                    delivery.event(result.outcome, result.error, result.retry_in)
-                )
-            return
-        self._finish(delivery, result.outcome, result.error)
-        self.scheduler.finished(delivery)
+        try:
+            if result.outcome == events.RETRYING:
+                if self.scheduler.retry(delivery, result.retry_in):
+                    self.announcer.announce(
+                        delivery.event(result.outcome, result.error, result.retry_in)
+                    )
+                return
+            self._finish(delivery, result.outcome, result.error)
+            self.scheduler.finished(delivery)
+        except Exception:
+            # A fault of ours, not the plugin's: still, the slot and the
+            # alarm's line of transitions must move on.
+            LOG.exception("Alarm %s: scheduling after an attempt failed", delivery.key[0])
+            if delivery.outcome is None:
+                self._finish(delivery, events.FAILED, "internal error after the attempt")
+            if delivery.state != delivery_mod.DONE:
+                self.scheduler.finished(delivery)
 
     def _conclude(self, delivery: Delivery, outcome: str, error: str) -> None:
         """A final outcome reached without an attempt (resume found it stale)."""
