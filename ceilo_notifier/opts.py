@@ -78,13 +78,15 @@ ALARM_OPTS = [
         "batch_size",
         default=50,
         min=1,
-        help="Most alarm notifications handled (and journaled) together.",
+        help="Most alarm notifications (and notify_alarm casts) handled "
+        "and journaled together, in one transaction.",
     ),
     cfg.FloatOpt(
         "batch_timeout",
         default=0.1,
         min=0.0,
-        help="Seconds to wait for a batch to fill before handling what came.",
+        help="Seconds to wait for a batch of notifications to fill before "
+        "handling what came (casts wait at most 0.02 s).",
     ),
     cfg.IntOpt(
         "dispatch_pool_size",

@@ -23,6 +23,7 @@ from oslo_log import log
 from oslo_messaging._drivers import amqpdriver
 from oslo_messaging._drivers import base as driver_base
 from oslo_messaging._drivers import common as driver_common
+from oslo_messaging._utils import version_is_compatible
 from oslo_messaging.rpc import server as rpc_server
 
 from ceilo_notifier import intake
@@ -30,6 +31,8 @@ from ceilo_notifier.delivery import Delivery
 from ceilo_notifier.engine import Engine, JournalUnavailable
 
 LOG = log.getLogger(__name__)
+
+CAST_BATCH_WAIT = 0.02
 
 
 class NotifierEndpoint:
@@ -40,6 +43,8 @@ class NotifierEndpoint:
     def __init__(self, conf: cfg.ConfigOpts, engine: Engine) -> None:
         self.validator = intake.AlarmValidator(conf)
         self.engine = engine
+        self.batch_size = conf.alarm.batch_size
+        self.batch_timeout = conf.alarm.batch_timeout
 
     def notify_alarm(self, context: dict | None, data: object) -> None:
         """The RPC method; casts carry no answer back, so it returns nothing."""
@@ -81,12 +86,21 @@ class _AckWhenToldListener(amqpdriver.AMQPListener):
 class JournalFirstServer(rpc_server.RPCServer):
     """An RPC server that acknowledges a cast only after it was handled.
 
+    Casts are taken in batches (``[alarm] batch_size``, waiting at most
+    ``CAST_BATCH_WAIT`` s for a batch to fill), as aodh's notifications are: the ``notify_alarm``
+    casts of a batch are validated and journaled together, in one
+    transaction, then acknowledged together; anything else is dispatched
+    one message at a time, as oslo.messaging would.
+
     ``fanout`` says whether this process consumes the fanout queue: of a
     host's workers only one does, so that a fanout cast reaches each host
     once (oslo.messaging would give every worker a fanout queue of its own).
     """
 
     fanout = True
+    batch_size = 1
+    batch_timeout: float | None = None
+    endpoint: NotifierEndpoint | None = None
 
     def _create_listener(self):
         driver = self.transport._driver
@@ -108,10 +122,44 @@ class JournalFirstServer(rpc_server.RPCServer):
         )
         if self.fanout:
             conn.declare_fanout_consumer(target.topic, listener)
-        return driver_base.PollStyleListenerAdapter(listener, 1, None)
+        return driver_base.PollStyleListenerAdapter(
+            listener, self.batch_size, self.batch_timeout
+        )
+
+    def _is_cast(self, message) -> bool:
+        body = message.message
+        return (
+            self.endpoint is not None
+            and not message.msg_id
+            and body.get("method") == "notify_alarm"
+            and body.get("namespace") is None
+            and version_is_compatible("1.0", body.get("version") or "1.0")
+        )
 
     def _process_incoming(self, incoming):
-        message = incoming[0]
+        casts = [m for m in incoming if self._is_cast(m)]
+        if casts:
+            self._handle_casts(casts)
+        for message in incoming:
+            if not self._is_cast(message):
+                self._handle_one(message)
+
+    def _handle_casts(self, casts) -> None:
+        batch = [(m.message.get("args") or {}).get("data") for m in casts]
+        try:
+            self.endpoint.handle_many(batch)
+        except JournalUnavailable as exc:
+            LOG.error("Journal unavailable (%s); %d cast(s) requeued", exc, len(casts))
+            for message in casts:
+                message.requeue()
+            return
+        except Exception:
+            # Acknowledged anyway: casts that fail to be handled would fail again.
+            LOG.exception("%d cast(s) could not be handled", len(casts))
+        for message in casts:
+            message.acknowledge()
+
+    def _handle_one(self, message) -> None:
         try:
             result = self.dispatcher.dispatch(message)
         except JournalUnavailable as exc:
@@ -141,6 +189,11 @@ def get_server(
         transport, target, [endpoint], executor=executor, server_cls=JournalFirstServer
     )
     server.fanout = fanout
+    server.endpoint = endpoint
+    server.batch_size = endpoint.batch_size
+    # A cast waits at most this long for company: batches fill at once under
+    # load, and a lone cast is not held back.
+    server.batch_timeout = min(endpoint.batch_timeout, CAST_BATCH_WAIT) or None
     return server
 
 
