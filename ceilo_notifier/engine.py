@@ -245,6 +245,10 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, delivery: Delivery) -> None:
+        if delivery.attempt and await self._superseded_elsewhere(delivery):
+            self._finish(delivery, events.SUPERSEDED, "superseded by a newer transition")
+            self.scheduler.finished(delivery)
+            return
         result = await self.attempter.run(delivery)
         delivery.status_code = result.status_code
         try:
@@ -264,6 +268,24 @@ class Engine:
                 self._finish(delivery, events.FAILED, "internal error after the attempt")
             if delivery.state != delivery_mod.DONE:
                 self.scheduler.finished(delivery)
+
+    async def _superseded_elsewhere(self, delivery: Delivery) -> bool:
+        """Before a retry: did another process sharing the journal accept a newer
+        transition of this alarm to this action meanwhile? (Within a process
+        the scheduler knows already.)"""
+        if self.journal is None:
+            return False
+        try:
+            return await self.loop.run_in_executor(
+                None, self.journal.superseded, delivery.request_id
+            )
+        except Exception as exc:
+            LOG.warning(
+                "Alarm %s: could not check the journal for a newer transition (%s); retrying",
+                delivery.key[0],
+                exc,
+            )
+            return False
 
     def _conclude(self, delivery: Delivery, outcome: str, error: str) -> None:
         """A final outcome reached without an attempt (resume found it stale)."""

@@ -387,6 +387,25 @@ class Journal:
                 claimed.append(Record.from_row(row))
         return claimed
 
+    def superseded(self, request_id: str) -> bool:
+        """Whether a newer transition of this delivery's alarm reached its action since.
+
+        Another worker or host sharing the journal may have accepted it.
+        """
+        this = deliveries.alias("this")
+        other = deliveries.alias("other")
+        query = (
+            sa.select(other.c.request_id)
+            .select_from(this.join(other, other.c.alarm_id == this.c.alarm_id))
+            .where(this.c.request_id == request_id)
+            .where(other.c.action_masked == this.c.action_masked)
+            .where(other.c.created_at > this.c.created_at)
+            .where(other.c.state != events.DROPPED)
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
     # -- heartbeats and takeover ----------------------------------------------
 
     def heartbeat(self, host: str) -> None:

@@ -252,3 +252,23 @@ def test_a_host_that_goes_silent_has_its_deliveries_taken_over_by_another(
         == requests[1].headers["x-openstack-request-id"]
     )
     assert heir.wait_for_log(r"Alarm adopted delivered .* attempt 2", 10)
+
+
+def test_a_retry_is_superseded_by_a_newer_transition_another_host_accepted(
+    start_notifier, topic, caster, webhook, tmp_path
+):
+    shared = {"database": {"connection": f"sqlite:///{tmp_path}/shared.sqlite"}}
+    retry = {"rest_notifier_max_retries": 3}
+    one = start_notifier(topic, name="one", extra=shared, alarm=retry)
+    two = start_notifier(topic, name="two", extra=shared, alarm=retry)
+    client = caster(topic)
+    url = webhook.url("retry-after/3")  # 503 + Retry-After: 3 on the first request only
+    client.cast(alarm([url], alarm_id="flap", current="alarm"), server=one.host)
+    assert webhook.wait_for(url)
+    assert one.wait_for_log(r"Alarm flap: attempt 1 .* retrying in 3\.\d s")
+    client.cast(alarm([url], alarm_id="flap", previous="alarm", current="ok"), server=two.host)
+    assert len(webhook.wait_for(url, 2)) == 2
+    assert one.wait_for_log(r"Alarm flap: delivery \S+ to \S+ superseded", 10)
+    time.sleep(1)
+    # The receiver never gets the stale "alarm" after "ok".
+    assert [r.json()["current"] for r in webhook.requests_for(url)] == ["alarm", "ok"]

@@ -122,9 +122,7 @@ class JournalFirstServer(rpc_server.RPCServer):
         )
         if self.fanout:
             conn.declare_fanout_consumer(target.topic, listener)
-        return driver_base.PollStyleListenerAdapter(
-            listener, self.batch_size, self.batch_timeout
-        )
+        return driver_base.PollStyleListenerAdapter(listener, self.batch_size, self.batch_timeout)
 
     def _is_cast(self, message) -> bool:
         body = message.message
