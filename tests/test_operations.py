@@ -84,9 +84,10 @@ def test_workers_are_full_consumers_and_stop_with_the_parent(
         cast(client, url, f"w-{i}")
     for url in urls:
         assert len(webhook.wait_for(url)) == 1
-    pids = collections.Counter(
-        re.findall(r" (\d+) INFO ceilo_notifier.announce \[-\] Alarm w-", notifier.log())
-    )
+    # Each delivery's log line follows it shortly (it is written with its event).
+    line = re.compile(r" (\d+) INFO ceilo_notifier.announce \[-\] Alarm w-\d+ delivered")
+    assert notifier.wait_for_log(line.pattern, 10, count=30)
+    pids = collections.Counter(line.findall(notifier.log()))
     assert set(map(int, pids)) <= set(workers) and len(pids) == 2, pids
     assert notifier.stop(signal.SIGTERM) == 0
     for pid in workers:
