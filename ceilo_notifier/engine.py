@@ -36,6 +36,10 @@ from ceilo_notifier.notification import AlarmNotification
 
 LOG = log.getLogger(__name__)
 
+# Waiting for an older transition that another process holds.
+TURN_WAIT = 0.2
+MAX_TURN_WAIT = 60.0
+
 
 class JournalUnavailable(Exception):
     """The deliveries could not be written to the journal before their first attempt."""
@@ -86,6 +90,9 @@ class Engine:
             supersede=self._supersede,
         )
         self._tasks: set[asyncio.Task] = set()
+        # Set while other processes share the journal (workers, other hosts).
+        self.journal_shared = journal is not None and conf.workers > 1
+        self._turn_waited: dict[str, float] = {}
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="delivery-loop", daemon=True
         )
@@ -245,10 +252,15 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, delivery: Delivery) -> None:
-        if delivery.attempt and await self._superseded_elsewhere(delivery):
-            self._finish(delivery, events.SUPERSEDED, "superseded by a newer transition")
-            self.scheduler.finished(delivery)
-            return
+        if self.journal_shared or delivery.attempt:
+            turn = await self._turn(delivery)
+            if turn == "superseded":
+                self._finish(delivery, events.SUPERSEDED, "superseded by a newer transition")
+                self.scheduler.finished(delivery)
+                return
+            if turn == "wait":
+                self.scheduler.retry(delivery, TURN_WAIT)
+                return
         result = await self.attempter.run(delivery)
         delivery.status_code = result.status_code
         try:
@@ -269,23 +281,33 @@ class Engine:
             if delivery.state != delivery_mod.DONE:
                 self.scheduler.finished(delivery)
 
-    async def _superseded_elsewhere(self, delivery: Delivery) -> bool:
-        """Before a retry: did another process sharing the journal accept a newer
-        transition of this alarm to this action meanwhile? (Within a process
-        the scheduler knows already.)"""
+    async def _turn(self, delivery: Delivery) -> str:
+        """Ask the journal whether another process holds an older transition of this
+        alarm to this action (wait for it) or has accepted a newer one (superseded).
+
+        Within a process the scheduler knows this already; across processes the
+        journal does. Asked before every retry, and before every attempt while
+        other processes share the journal. A delivery that waited
+        ``MAX_TURN_WAIT`` seconds goes anyway, so a stuck neighbour cannot hold
+        it for ever.
+        """
         if self.journal is None:
-            return False
+            return "go"
+        waited = self._turn_waited.get(delivery.request_id, 0.0)
         try:
-            return await self.loop.run_in_executor(
-                None, self.journal.superseded, delivery.request_id
-            )
+            turn = await self.loop.run_in_executor(None, self.journal.turn, delivery.request_id)
         except Exception as exc:
             LOG.warning(
-                "Alarm %s: could not check the journal for a newer transition (%s); retrying",
+                "Alarm %s: could not ask the journal about newer or older transitions (%s)",
                 delivery.key[0],
                 exc,
             )
-            return False
+            turn = "go"
+        if turn == "wait" and waited < MAX_TURN_WAIT:
+            self._turn_waited[delivery.request_id] = waited + TURN_WAIT
+            return "wait"
+        self._turn_waited.pop(delivery.request_id, None)
+        return "superseded" if turn == "superseded" else "go"
 
     def _conclude(self, delivery: Delivery, outcome: str, error: str) -> None:
         """A final outcome reached without an attempt (resume found it stale)."""

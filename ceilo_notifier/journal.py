@@ -387,24 +387,41 @@ class Journal:
                 claimed.append(Record.from_row(row))
         return claimed
 
-    def superseded(self, request_id: str) -> bool:
-        """Whether a newer transition of this delivery's alarm reached its action since.
-
-        Another worker or host sharing the journal may have accepted it.
+    def turn(self, request_id: str) -> str:
+        """Whether this delivery may go now, as far as other processes sharing the
+        journal know: ``superseded`` when a newer transition of its alarm reached
+        its action since, ``wait`` while an older one is still open, else ``go``.
         """
         this = deliveries.alias("this")
         other = deliveries.alias("other")
-        query = (
+        same = (
             sa.select(other.c.request_id)
             .select_from(this.join(other, other.c.alarm_id == this.c.alarm_id))
             .where(this.c.request_id == request_id)
             .where(other.c.action_masked == this.c.action_masked)
-            .where(other.c.created_at > this.c.created_at)
-            .where(other.c.state != events.DROPPED)
+            .where(other.c.request_id != this.c.request_id)
             .limit(1)
         )
+        newer = same.where(other.c.created_at > this.c.created_at).where(
+            other.c.state != events.DROPPED
+        )
+        older = same.where(other.c.created_at < this.c.created_at).where(
+            other.c.state.in_(OPEN_STATES)
+        )
         with self.engine.connect() as conn:
-            return conn.execute(query).first() is not None
+            if conn.execute(newer).first() is not None:
+                return "superseded"
+            if conn.execute(older).first() is not None:
+                return "wait"
+        return "go"
+
+    def live_owners(self, lease: float) -> int:
+        """How many processes heartbeat in this journal (this one included)."""
+        cutoff = utcnow() - datetime.timedelta(seconds=lease)
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).where(instances.c.heartbeat_at >= cutoff)
+            ).scalar_one()
 
     # -- heartbeats and takeover ----------------------------------------------
 

@@ -44,6 +44,8 @@ class Takeover:
         while True:
             try:
                 self.journal.heartbeat(self.host)
+                if self.journal.live_owners(self.lease) > 1:
+                    self.engine.journal_shared = True
                 self._adopt()
             except Exception as exc:
                 LOG.warning("Journal heartbeat failed (%s); trying again", exc)

@@ -273,3 +273,28 @@ def test_a_retry_is_superseded_by_a_newer_transition_another_host_accepted(
     time.sleep(1)
     # The receiver never gets the stale "alarm" after "ok".
     assert [r.json()["current"] for r in webhook.requests_for(url)] == ["alarm", "ok"]
+
+
+def test_transitions_handled_by_two_hosts_reach_the_receiver_in_order(
+    start_notifier, topic, caster, webhook, tmp_path
+):
+    """The older transition is held up on one host while the newer one reaches another:
+    the newer waits for the older, or the older is superseded; it never arrives last."""
+    shared = {"database": {"connection": f"sqlite:///{tmp_path}/shared.sqlite", "owner_lease": 5}}
+    one = start_notifier(topic, name="one", extra=shared, alarm={"per_host_concurrency": 1})
+    two = start_notifier(topic, name="two", extra=shared)
+    assert two.wait_for_log(r"consuming topic", 5)
+    client = caster(topic)
+    blocker = webhook.url("slow/2")  # takes host one's only slot to this webhook for 2 s
+    url = webhook.url("ok")
+    client.cast(alarm([blocker], alarm_id="blocker"), server=one.host)
+    assert webhook.wait_for(blocker)
+    client.cast(alarm([url], alarm_id="order", current="alarm"), server=one.host)
+    time.sleep(0.5)  # journaled by host one, waiting for the slot
+    client.cast(alarm([url], alarm_id="order", previous="alarm", current="ok"), server=two.host)
+    assert webhook.wait_for(url, 1, timeout=15)
+    assert one.wait_for_log(r"Alarm order", 15)  # host one settled its transition
+    time.sleep(1)
+    got = [r.json()["current"] for r in webhook.requests_for(url)]
+    # "alarm" first and then "ok", or "alarm" superseded: never "alarm" after "ok".
+    assert got in (["alarm", "ok"], ["ok"]), got
