@@ -321,6 +321,7 @@ class Engine:
     def _finish(self, delivery: Delivery, outcome: str, error: str | None) -> None:
         delivery.outcome = outcome
         delivery.error = error
+        self._turn_waited.pop(delivery.request_id, None)
         self.announcer.announce(delivery.event(outcome, error), delivery)
 
     # -- announcer thread ---------------------------------------------------
