@@ -10,6 +10,14 @@ import socket
 
 from oslo_config import cfg
 
+# aodh's spellings of ceilo-notifier's options (an aodh.conf works as it is).
+# oslo.config reads a deprecated spelling only when the option's own is unset.
+
+
+def _aodh(name: str, group: str = "DEFAULT") -> list[cfg.DeprecatedOpt]:
+    return [cfg.DeprecatedOpt(name, group=group)]
+
+
 DEFAULT_OPTS = [
     cfg.StrOpt(
         "host",
@@ -20,6 +28,7 @@ DEFAULT_OPTS = [
     ),
     cfg.IntOpt(
         "workers",
+        deprecated_opts=_aodh("workers", "notifier"),
         default=1,
         min=1,
         help="Number of worker processes; each one is a full consumer of the notifier queues.",
@@ -45,12 +54,17 @@ DEFAULT_OPTS = [
     ),
 ]
 
-ALARM_OPTS = [
+# What the client library (ceilo_notifier.rpc.RPCAlarmNotifier) reads besides
+# oslo.messaging's options; it registers them on the evaluator's ConfigOpts.
+CLIENT_OPTS = [
     cfg.StrOpt(
         "notifier_rpc_topic",
         default="alarm_notifier",
         help="RPC topic the alarm evaluators cast notify_alarm on.",
     ),
+]
+
+ALARM_OPTS = CLIENT_OPTS + [
     cfg.BoolOpt(
         "notification_listener",
         default=False,
@@ -65,6 +79,7 @@ ALARM_OPTS = [
     ),
     cfg.StrOpt(
         "notifier_topic",
+        deprecated_opts=_aodh("notifier_topic"),
         default="alarming",
         help="Topic of the alarm.update notifications (aodh's notifier_topic).",
     ),
@@ -76,6 +91,7 @@ ALARM_OPTS = [
     ),
     cfg.IntOpt(
         "batch_size",
+        deprecated_opts=_aodh("batch_size", "notifier"),
         default=50,
         min=1,
         help="Most alarm notifications (and notify_alarm casts) handled "
@@ -83,6 +99,7 @@ ALARM_OPTS = [
     ),
     cfg.FloatOpt(
         "batch_timeout",
+        deprecated_opts=_aodh("batch_timeout", "notifier"),
         default=0.1,
         min=0.0,
         help="Seconds to wait for a batch of notifications to fill before "
@@ -159,21 +176,25 @@ ALARM_OPTS = [
     ),
     cfg.StrOpt(
         "rest_notifier_certificate_file",
+        deprecated_opts=_aodh("rest_notifier_certificate_file"),
         default="",
         help="Client certificate (PEM) presented to HTTPS webhooks.",
     ),
     cfg.StrOpt(
         "rest_notifier_certificate_key",
+        deprecated_opts=_aodh("rest_notifier_certificate_key"),
         default="",
         help="Private key of rest_notifier_certificate_file, when it is not "
         "in the certificate file itself.",
     ),
     cfg.StrOpt(
         "rest_notifier_ca_bundle_certificate_path",
+        deprecated_opts=_aodh("rest_notifier_ca_bundle_certificate_path"),
         help="CA bundle used to verify HTTPS webhooks instead of the system trust store.",
     ),
     cfg.BoolOpt(
         "rest_notifier_ssl_verify",
+        deprecated_opts=_aodh("rest_notifier_ssl_verify"),
         default=True,
         help="Verify the certificates of HTTPS webhooks. An action can "
         "override this with the query parameter "
@@ -238,6 +259,7 @@ ALARM_OPTS = [
     ),
     cfg.IntOpt(
         "rest_notifier_max_retries",
+        deprecated_opts=_aodh("rest_notifier_max_retries"),
         default=3,
         min=0,
         help="Retries of a delivery that failed with a connection error, a "
@@ -333,12 +355,43 @@ METRICS_OPTS = [
     ),
 ]
 
+# Where the trust+ and zaqar plugins find services in the Keystone catalog,
+# beside keystoneauth's own [service_credentials] options (as in aodh).
+CATALOG_OPTS = [
+    cfg.StrOpt(
+        "region_name",
+        deprecated_opts=_aodh("region-name", "service_credentials"),
+        help="Region of the service endpoints taken from the Keystone catalog.",
+    ),
+    cfg.StrOpt(
+        "interface",
+        default="public",
+        choices=("public", "internal", "admin", "publicURL", "internalURL", "adminURL"),
+        help="Interface of the service endpoints taken from the Keystone catalog.",
+    ),
+]
+
+SERVICE_TYPES_OPTS = [
+    cfg.StrOpt(
+        "zaqar",
+        default="messaging",
+        help="Service type of Zaqar in the Keystone catalog (zaqar:// and trust+zaqar://).",
+    ),
+    cfg.StrOpt(
+        "heat",
+        default="orchestration",
+        help="Service type of Heat in the Keystone catalog (trust+heat://).",
+    ),
+]
+
 ALL_GROUPS = (
     (None, DEFAULT_OPTS),
     ("alarm", ALARM_OPTS),
     ("database", DATABASE_OPTS),
     ("notifications", NOTIFICATIONS_OPTS),
     ("metrics", METRICS_OPTS),
+    ("service_credentials", CATALOG_OPTS),
+    ("service_types", SERVICE_TYPES_OPTS),
 )
 
 
@@ -346,7 +399,10 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Options of this project, grouped, for oslo-config-generator."""
     from ceilo_notifier import keystone
 
-    return [(group or "DEFAULT", list(opts)) for group, opts in ALL_GROUPS] + keystone.list_opts()
+    groups: dict[str, list[cfg.Opt]] = {}
+    for group, opts in [*ALL_GROUPS, *keystone.list_opts()]:
+        groups.setdefault(group or "DEFAULT", []).extend(opts)
+    return list(groups.items())
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

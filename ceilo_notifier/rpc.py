@@ -49,6 +49,19 @@ def register_messaging_opts(conf: cfg.ConfigOpts) -> None:
             pass
 
 
+def register_client_opts(conf: cfg.ConfigOpts) -> None:
+    """Register what ``RPCAlarmNotifier`` reads on the caller's conf: the topic and the transport.
+
+    An evaluator passes its own ConfigOpts, which knows nothing of
+    ceilo-notifier; like every oslo library, the client registers its own
+    options there (registering the same option twice is harmless).
+    """
+    from ceilo_notifier import opts
+
+    conf.register_opts(opts.CLIENT_OPTS, group="alarm")
+    register_messaging_opts(conf)
+
+
 def get_transport(conf: cfg.ConfigOpts) -> oslo_messaging.Transport:
     return oslo_messaging.get_rpc_transport(conf)
 
@@ -69,7 +82,7 @@ class RPCAlarmNotifier:
     """Casts ``notify_alarm`` for an alarm that changed state."""
 
     def __init__(self, conf: cfg.ConfigOpts, transport: oslo_messaging.Transport | None = None):
-        register_messaging_opts(conf)
+        register_client_opts(conf)
         self._own_transport = transport is None
         self.transport = transport or get_transport(conf)
         self.client = oslo_messaging.get_rpc_client(self.transport, get_target(conf))
