@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib import parse
 
 from oslo_config import cfg
 from oslo_log import log
 
-from ceilo_notifier import events, journal, masking, notifiers
+from ceilo_notifier import actions, events, journal, masking, notifiers
 from ceilo_notifier.delivery import Delivery
 from ceilo_notifier.notification import AlarmNotification
 
@@ -168,39 +167,19 @@ class ActionChecker:
         """The delivery of one action, or None (logged and announced as dropped)."""
         alarm_id = notification.alarm_id
         if not isinstance(action, str):
-            return self._drop(
-                alarm_id,
-                repr(action)[:200],
-                None,
-                f"action is a {type(action).__name__}, not a string",
-                request_id,
-            )
-        masked = masking.mask_url(action)
-        if len(action) > self.max_len:
-            return self._drop(
-                alarm_id,
-                masked[:200] + "...",
-                None,
-                f"action is {len(action)} characters long, more than {self.max_len}",
-                request_id,
-            )
+            masked = repr(action)[:200]
+        elif len(action) > self.max_len:
+            masked = masking.mask_url(action)[:200] + "..."
+        else:
+            masked = masking.mask_url(action)
         try:
-            url = parse.urlsplit(action.strip())
-            url.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError as exc:
-            return self._drop(alarm_id, masked, None, f"unparsable URL: {exc}", request_id)
-        if not url.scheme:
-            return self._drop(alarm_id, masked, None, "URL has no scheme", request_id)
+            url = actions.parse(action, self.max_len)
+        except actions.InvalidAction as exc:
+            return self._drop(alarm_id, masked, None, str(exc), request_id)
         plugin = self.plugins.get(url.scheme.lower())
         if plugin is None:
-            known = ", ".join(sorted(self.plugins))
-            return self._drop(
-                alarm_id,
-                masked,
-                url.scheme,
-                f"unknown scheme {url.scheme!r} (installed: {known})",
-                request_id,
-            )
+            cause = str(actions.unknown_scheme(url.scheme, self.plugins))
+            return self._drop(alarm_id, masked, url.scheme, cause, request_id)
         return Delivery(notification, action.strip(), url, plugin, request_id)
 
     def _drop(

@@ -99,6 +99,20 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     ka_loading.register_session_conf_options(conf, GROUP)
 
 
+def load_service_auth(conf: cfg.ConfigOpts) -> ka_plugin.BaseAuthPlugin:
+    """The auth plugin of the service user itself, scoped as configured.
+
+    :raises NotConfigured: no auth_type.
+    """
+    auth = ka_loading.load_auth_from_conf_options(conf, GROUP)
+    if auth is None:
+        raise NotConfigured(
+            f"[{GROUP}] auth_type is not set: this action needs the service "
+            "credentials of a Keystone user"
+        )
+    return auth
+
+
 def _auth_group(conf: cfg.ConfigOpts) -> str:
     return conf[GROUP].auth_section or GROUP
 
@@ -135,6 +149,10 @@ class TrustTokens:
 
     def __init__(self, conf: cfg.ConfigOpts, default_timeout: float | None = None) -> None:
         register_opts(conf)
+        from ceilo_notifier import opts
+
+        conf.register_opts(opts.CATALOG_OPTS, group=GROUP)
+        conf.register_opts(opts.SERVICE_TYPES_OPTS, group="service_types")
         _mask_trust_ids_in_keystoneauth_logs()
         self.conf = conf
         self._default_timeout = default_timeout
@@ -142,6 +160,7 @@ class TrustTokens:
         self._plugins: collections.OrderedDict[str, ka_plugin.BaseAuthPlugin] = (
             collections.OrderedDict()
         )
+        self._service_auth: ka_plugin.BaseAuthPlugin | None = None
         self._lock = threading.Lock()
 
     @property
@@ -166,6 +185,43 @@ class TrustTokens:
             while len(self._plugins) > MAX_CACHED_TRUSTS:
                 self._plugins.popitem(last=False)
             return auth
+
+    def auth(self, trust_id: str) -> ka_plugin.BaseAuthPlugin:
+        """The cached auth plugin of a trust, for requests through ``session``.
+
+        :raises NotConfigured: no auth_type, or one that cannot use a trust.
+        """
+        return self._plugin(trust_id)
+
+    def service_auth(self) -> ka_plugin.BaseAuthPlugin:
+        """The service user's own auth plugin (one, cached like the trusts').
+
+        :raises NotConfigured: no auth_type.
+        """
+        with self._lock:
+            if self._service_auth is None:
+                self._service_auth = load_service_auth(self.conf)
+            return self._service_auth
+
+    def endpoint(self, auth: ka_plugin.BaseAuthPlugin, service_type: str) -> str:
+        """The URL of a service in the catalog that ``auth``'s token carries.
+
+        :raises NotConfigured: the catalog has no such endpoint.
+        """
+        options = self.conf[GROUP]
+        url = self.session.get_endpoint(
+            auth=auth,
+            service_type=service_type,
+            interface=options.interface,
+            region_name=options.region_name,
+        )
+        if not url:
+            region = f" in region {options.region_name}" if options.region_name else ""
+            raise NotConfigured(
+                f"no {options.interface} endpoint of service type {service_type!r}{region} "
+                "in the Keystone catalog"
+            )
+        return url
 
     def headers(self, trust_id: str) -> dict[str, str]:
         """``{"X-Auth-Token": ...}`` for the trust, from the cache or from Keystone.
@@ -203,6 +259,7 @@ class TrustTokens:
     def close(self) -> None:
         with self._lock:
             self._plugins.clear()
+            self._service_auth = None
             session, self._session = self._session, None
         if session is not None:
             session.session.close()

@@ -76,9 +76,13 @@ def mask_url(url: object) -> str:
         query = parse.parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:
         return mask_text(text)
-    if any(_SECRET_KEYS.search(k) for k, _ in query):
-        masked = [(k, MASK if _SECRET_KEYS.search(k) else v) for k, v in query]
-        text = parse.urlunsplit(parts._replace(query=parse.urlencode(masked, safe="*")))
+    # Values are masked decoded: a subscriber URL in a zaqar:// query
+    # carries its own (percent-encoded) userinfo.
+    masked = [(k, MASK if _SECRET_KEYS.search(k) else _mask_all(v)) for k, v in query]
+    if masked != query:
+        text = parse.urlunsplit(parts._replace(query=parse.urlencode(masked, safe="*:/@")))
+        if not parts.netloc and str(url).startswith(f"{parts.scheme}://"):
+            text = text.replace(f"{parts.scheme}:", f"{parts.scheme}://", 1)
     return _mask_all(text)
 
 

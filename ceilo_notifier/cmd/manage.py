@@ -6,6 +6,7 @@ ceilo-notifier-manage --config-file F failed [same filters]
 ceilo-notifier-manage --config-file F replay [--alarm-id A] [--request-id R ...]
 ceilo-notifier-manage --config-file F purge --older-than DAYS
 ceilo-notifier-manage --config-file F upgrade
+ceilo-notifier-manage --config-file F check-action URL [URL ...]
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 
 from oslo_config import cfg
 
-from ceilo_notifier import cmd, events, journal
+from ceilo_notifier import actions, cmd, events, journal, masking
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -66,6 +67,10 @@ def add_parsers(subparsers) -> None:
     purge = subparsers.add_parser("purge", help="delete finished deliveries older than N days")
     purge.add_argument("--older-than", type=float, required=True, metavar="DAYS")
     subparsers.add_parser("upgrade", help="create or migrate the journal's schema")
+    check = subparsers.add_parser(
+        "check-action", help="check action URLs as an alarm API registers them"
+    )
+    check.add_argument("urls", nargs="+", metavar="URL")
 
 
 COMMAND = cfg.SubCommandOpt("command", title="commands", handler=add_parsers)
@@ -166,10 +171,28 @@ def replay(
     return 0 if delivered == total else 1
 
 
+def check_actions(conf: cfg.ConfigOpts, urls: Sequence[str], out=None) -> int:
+    """One line per URL, ``ok  URL`` or ``invalid  URL: cause``; 0 when all are valid."""
+    out = out or sys.stdout
+    invalid = 0
+    for url in urls:
+        shown = masking.escape_control(masking.mask_url(url))
+        try:
+            actions.validate(conf, url)
+        except actions.InvalidAction as exc:
+            invalid += 1
+            print(f"invalid  {shown}: {masking.escape_control(str(exc))}", file=out)
+        else:
+            print(f"ok  {shown}", file=out)
+    return 1 if invalid else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     conf = cmd.prepare(sys.argv[1:] if argv is None else argv, cli_opts=[COMMAND])
-    url = conf.database.connection
     command = conf.command.name
+    if command == "check-action":
+        return check_actions(conf, conf.command.urls)
+    url = conf.database.connection
     journal.upgrade(url)
     if command == "upgrade":
         print("journal schema is up to date")

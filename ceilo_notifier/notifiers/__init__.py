@@ -38,6 +38,19 @@ class RetryableError(DeliveryError):
         self.retry_after = retry_after
 
 
+# Answers worth another attempt besides 5xx: the receiver asks to come back.
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+def status_error(
+    summary: str, status: int, retry_after: float | None = None
+) -> DeliveryError:
+    """The error for an HTTP answer that is not a success: retryable or final by its status."""
+    if status in RETRYABLE_STATUS or status >= 500:
+        return RetryableError(summary, status, retry_after)
+    return DeliveryError(summary, status)
+
+
 class AlarmNotifier(abc.ABC):  # noqa: B024 - notify or notify_async, either one
     """Base class of notifier plugins.
 
@@ -51,6 +64,16 @@ class AlarmNotifier(abc.ABC):  # noqa: B024 - notify or notify_async, either one
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
+
+    @classmethod  # noqa: B027 - optional hook, not abstract
+    def validate(cls, action: parse.SplitResult) -> None:
+        """Check the shape of an action of this scheme, without any I/O.
+
+        Called when an alarm API registers the action (``ceilo_notifier.actions``)
+        and by plugins before an attempt.
+
+        :raises ValueError: whose message says what is wrong, for a person.
+        """
 
     def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> int | None:
         """Deliver one notification to one action (blocking).

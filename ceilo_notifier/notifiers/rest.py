@@ -41,7 +41,7 @@ from ceilo_notifier.notifiers import proxies, safety
 LOG = log.getLogger(__name__)
 
 VERIFY_PARAMS = ("ceilometer-alarm-ssl-verify", "aodh-alarm-ssl-verify")
-RETRYABLE_STATUS = frozenset({408, 425, 429})
+RETRYABLE_STATUS = notifiers.RETRYABLE_STATUS
 MAX_BODY_READ = 1024
 
 
@@ -194,6 +194,14 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
             headers.update(sign(self.signing_keys, notification.request_id or "", body))
         return headers
 
+    @classmethod
+    def validate(cls, action: parse.SplitResult) -> None:
+        if not action.hostname:
+            raise ValueError(f"no host: expected {action.scheme}://host[:port]/path")
+        for key, value in parse.parse_qsl(action.query, keep_blank_values=True):
+            if key in VERIFY_PARAMS and strutils.bool_from_string(value, default=None) is None:
+                raise ValueError(f"{key}={value!r} is neither 0 nor 1")
+
     def target(
         self, action: parse.SplitResult
     ) -> tuple[str, tuple[str, str] | None, bool | None, dict[str, str]]:
@@ -268,11 +276,9 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         summary = f"HTTP {status} {reason}".strip()
         if text:
             summary += f": {masking.mask_text(text)}"
-        if status in RETRYABLE_STATUS or status >= 500:
-            raise notifiers.RetryableError(summary, status, parse_retry_after(retry_after))
         if 300 <= status < 400:
             summary += f" (redirect to {location!r} not followed)"
-        raise notifiers.DeliveryError(summary, status)
+        raise notifiers.status_error(summary, status, parse_retry_after(retry_after))
 
     @staticmethod
     async def _drain(response: aiohttp.ClientResponse) -> str:

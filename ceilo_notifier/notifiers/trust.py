@@ -32,8 +32,37 @@ PREFIX = "trust+"
 _MAX_REFUSALS_REMEMBERED = 4096
 
 
+def trust_id(action: parse.SplitResult) -> str:
+    """The trust id of ``trust+…://TRUST_ID[:delete]@…``.
+
+    :raises DeliveryError: the action carries none.
+    """
+    if "@" not in action.netloc:
+        raise notifiers.DeliveryError(
+            f"no trust id in the action: expected {action.scheme}://TRUST_ID@..."
+        )
+    userinfo = action.netloc.rpartition("@")[0]
+    found = parse.unquote(userinfo.partition(":")[0])
+    if not found:
+        raise notifiers.DeliveryError(
+            f"empty trust id in the action: expected {action.scheme}://TRUST_ID@..."
+        )
+    return found
+
+
+def keystone_error(exc: Exception, trust: str | None = None) -> notifiers.DeliveryError:
+    """The delivery error for a failure to get a token (or an endpoint) from Keystone.
+
+    Keystone's messages may quote the trust id, a credential: it is masked.
+    """
+    error = _keystone_error(exc)
+    if trust:
+        error.reason = error.reason.replace(trust, masking.MASK)
+        error.args = (error.reason,)
+    return error
+
+
 def _keystone_error(exc: Exception) -> notifiers.DeliveryError:
-    """The delivery error for a failure to get a token from Keystone."""
     if isinstance(exc, keystone.NotConfigured):
         return notifiers.DeliveryError(f"Keystone token not requested: {exc}")
     if isinstance(exc, ka_exceptions.Unauthorized):
@@ -75,19 +104,10 @@ class TrustRestAlarmNotifier(rest.RestAlarmNotifier):
         self._refused: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._refused_lock = threading.Lock()
 
-    @staticmethod
-    def trust_id(action: parse.SplitResult) -> str:
-        if "@" not in action.netloc:
-            raise notifiers.DeliveryError(
-                f"no trust id in the action: expected {action.scheme}://TRUST_ID@host/path"
-            )
-        userinfo = action.netloc.rpartition("@")[0]
-        trust_id = parse.unquote(userinfo.partition(":")[0])
-        if not trust_id:
-            raise notifiers.DeliveryError(
-                f"empty trust id in the action: expected {action.scheme}://TRUST_ID@host/path"
-            )
-        return trust_id
+    @classmethod
+    def validate(cls, action: parse.SplitResult) -> None:
+        plain = action._replace(scheme=action.scheme[len(PREFIX) :])
+        super().validate(plain._replace(netloc=action.netloc.rpartition("@")[2]))
 
     def target(
         self, action: parse.SplitResult
@@ -97,17 +117,13 @@ class TrustRestAlarmNotifier(rest.RestAlarmNotifier):
             scheme = scheme[len(PREFIX) :]
         if scheme not in ("http", "https"):
             raise notifiers.DeliveryError(f"unsupported scheme {action.scheme!r}")
-        trust_id = self.trust_id(action)
+        trust = trust_id(action)
         netloc = action.netloc.rpartition("@")[2]
         url, _auth, verify = rest.split_action(action._replace(scheme=scheme, netloc=netloc))
         try:
-            headers = self.tokens.headers(trust_id)
+            headers = self.tokens.headers(trust)
         except (keystone.NotConfigured, ka_exceptions.ClientException) as exc:
-            error = _keystone_error(exc)
-            # Keystone's messages may quote the trust id, a credential.
-            error.reason = error.reason.replace(trust_id, masking.MASK)
-            error.args = (error.reason,)
-            raise error from None
+            raise keystone_error(exc, trust) from None
         return url, None, verify, dict(headers)
 
     def _first_refusal(self, request_id: str | None) -> bool:
@@ -132,7 +148,7 @@ class TrustRestAlarmNotifier(rest.RestAlarmNotifier):
                 raise
             # The webhook refused the token: it may have been revoked before
             # its expiry. Fetch a new one on the next attempt, once.
-            self.tokens.invalidate(self.trust_id(action))
+            self.tokens.invalidate(trust_id(action))
             if self._first_refusal(notification.request_id):
                 raise notifiers.RetryableError(
                     f"{exc.reason}: the webhook refused the Keystone token; "
