@@ -60,9 +60,12 @@ def parse(action: object, max_length: int) -> urlparse.SplitResult:
     :raises InvalidAction: not a string, longer than max_length, unparsable or no scheme.
     """
     if not isinstance(action, str):
-        raise InvalidAction(f"action is a {type(action).__name__}, not a string")
+        raise InvalidAction(f"action is of type {type(action).__name__}, not a string")
     if len(action) > max_length:
         raise InvalidAction(f"action is {len(action)} characters long, more than {max_length}")
+    if masking.has_control(action.strip()):
+        # urlsplit would drop a newline or a tab silently and deliver elsewhere.
+        raise InvalidAction("action contains control characters")
     try:
         url = urlparse.urlsplit(action.strip())
         url.port  # noqa: B018 - raises ValueError on a bad port
@@ -98,9 +101,7 @@ def validate(conf: cfg.ConfigOpts, url: object) -> None:
     if plugin is None:
         raise unknown_scheme(parsed.scheme, plugins)
     if scheme.startswith(TRUST_PREFIX) and "@" in parsed.netloc:
-        raise InvalidAction(
-            "a trust+ action cannot carry a trust id: register() creates the trust"
-        )
+        raise InvalidAction("a trust+ action cannot carry a trust id: register() creates the trust")
     try:
         plugin.validate(parsed)
     except ValueError as exc:
@@ -203,9 +204,7 @@ def owned_trusts(urls: Iterable[str]) -> list[str]:
     return found
 
 
-def unregister(
-    conf: cfg.ConfigOpts, urls: Iterable[str], auth: ka_plugin.BaseAuthPlugin
-) -> None:
+def unregister(conf: cfg.ConfigOpts, urls: Iterable[str], auth: ka_plugin.BaseAuthPlugin) -> None:
     """Delete the trusts the URLs own, as the user of ``auth``."""
     for trust in owned_trusts(urls):
         delete_trust(conf, trust, auth)

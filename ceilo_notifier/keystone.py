@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import collections
 import json
-import logging
 import re
 import threading
 
+from keystoneauth1 import exceptions as ka_exceptions
 from keystoneauth1 import loading as ka_loading
 from keystoneauth1 import plugin as ka_plugin
 from keystoneauth1 import session as ka_session
@@ -67,12 +67,6 @@ def _mask_trust_ids(message: str) -> str:
         return json.dumps(body)
     except (ValueError, KeyError, TypeError):
         return _TRUST_ID_IN_JSON.sub(rf"\g<1>{MASK}\g<2>", message)
-
-
-def _mask_trust_ids_in_keystoneauth_logs() -> None:
-    logger = logging.getLogger(_KEYSTONEAUTH_TOKEN_LOGGER)
-    if not any(getattr(f, "mask", None) is _mask_trust_ids for f in logger.filters):
-        logger.addFilter(masking.MaskingFilter(_mask_trust_ids))
 
 
 class NotConfigured(Exception):
@@ -153,7 +147,7 @@ class TrustTokens:
 
         conf.register_opts(opts.CATALOG_OPTS, group=GROUP)
         conf.register_opts(opts.SERVICE_TYPES_OPTS, group="service_types")
-        _mask_trust_ids_in_keystoneauth_logs()
+        masking.mask_logger(_KEYSTONEAUTH_TOKEN_LOGGER, _mask_trust_ids)
         self.conf = conf
         self._default_timeout = default_timeout
         self._session: ka_session.Session | None = None
@@ -209,12 +203,15 @@ class TrustTokens:
         :raises NotConfigured: the catalog has no such endpoint.
         """
         options = self.conf[GROUP]
-        url = self.session.get_endpoint(
-            auth=auth,
-            service_type=service_type,
-            interface=options.interface,
-            region_name=options.region_name,
-        )
+        try:
+            url = self.session.get_endpoint(
+                auth=auth,
+                service_type=service_type,
+                interface=options.interface,
+                region_name=options.region_name,
+            )
+        except ka_exceptions.EndpointNotFound:
+            url = None
         if not url:
             region = f" in region {options.region_name}" if options.region_name else ""
             raise NotConfigured(

@@ -38,6 +38,11 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
+def has_control(text: str) -> bool:
+    """True when text holds a control character (a newline, a tab, an escape...)."""
+    return _CONTROL.search(text) is not None
+
+
 def escape_control(text: str) -> str:
     """Text with every control character written as an escape (``\\n``, ``\\x1b``)."""
     if not _CONTROL.search(text):
@@ -121,3 +126,10 @@ def install_log_filter() -> None:
     for handler in root.handlers:
         if not any(isinstance(f, MaskingFilter) for f in handler.filters):
             handler.addFilter(MaskingFilter())
+
+
+def mask_logger(name: str, mask: Callable[[str], str]) -> None:
+    """Pass every line of one library logger through ``mask`` (installed once)."""
+    logger = logging.getLogger(name)
+    if not any(getattr(f, "mask", None) is mask for f in logger.filters):
+        logger.addFilter(MaskingFilter(mask))

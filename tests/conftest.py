@@ -47,6 +47,31 @@ def topic():
 
 
 @pytest.fixture(scope="session")
+def real_keystone(tmp_path_factory):
+    """The real Keystone (installed once into a virtualenv of its own), for this run.
+
+    Installing it the first time takes a minute or two: tests that use it
+    carry a longer timeout.
+    """
+    from tests import keystone as ks
+
+    if os.environ.get("CEILO_TEST_KEYSTONE", "auto") == "fake":
+        pytest.skip("real Keystone not wanted (CEILO_TEST_KEYSTONE=fake)")
+    try:
+        server = ks.RealKeystone(tmp_path_factory.mktemp("keystone"))
+    except ks.Unavailable as exc:
+        pytest.skip(f"real Keystone cannot be installed or run here: {exc}")
+    yield server
+    server.close()
+
+
+from tests.heat import heat_fixture  # noqa: E402
+from tests.zaqar.fixture import zaqar  # noqa: E402, F401 - the session fixture
+
+heat = pytest.fixture(scope="session")(heat_fixture)
+
+
+@pytest.fixture(scope="session")
 def webhook():
     server = helpers.Webhook()
     yield server
@@ -269,3 +294,49 @@ def empty_journal(url: str) -> None:
     tables = "delivery_events, deliveries, instances, alembic_version"
     with sa.create_engine(url).begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {tables}"))
+
+
+class KeystoneRun(Run):
+    """An in-process Run waiting longer: Keystone (and Zaqar or Heat) are in the loop."""
+
+    def deliver(self, actions, timeout=30.0, **fields):
+        return super().deliver(actions, timeout, **fields)
+
+
+@pytest.fixture
+def keystone_runs(tmp_path):
+    """Make KeystoneRuns whose [service_credentials] come from a config file, as in production.
+
+    ``make(identity, credentials=None, on_event=None, sections=None, **alarm_opts)``:
+    ``credentials`` override the identity's service credentials, ``sections``
+    add config sections ([service_types]...).
+    """
+    from oslo_config import cfg
+
+    from ceilo_notifier import opts
+
+    runs = []
+
+    def make(identity, credentials=None, on_event=None, sections=None, **alarm_opts):
+        alarm_opts.setdefault("rest_notifier_timeout", 5)
+        alarm_opts.setdefault("rest_notifier_retry_backoff", 0.01)
+        alarm_opts.setdefault("rest_notifier_max_retries", 2)
+        alarm_opts.setdefault("rest_notifier_allowed_networks", LOOPBACK)
+        section = identity.service_credentials(**(credentials or {}))
+        config = {
+            "DEFAULT": {"state_path": tmp_path},
+            "alarm": alarm_opts,
+            "service_credentials": {k: v for k, v in section.items() if v is not None},
+            **(sections or {}),
+        }
+        path = helpers.write_config(tmp_path / f"keystone-run-{len(runs)}.conf", config)
+        conf = cfg.ConfigOpts()
+        opts.register_opts(conf)
+        conf(["--config-file", str(path)], project="ceilo-notifier", default_config_files=[])
+        r = KeystoneRun(conf, on_event)
+        runs.append(r)
+        return r
+
+    yield make
+    for r in runs:
+        r.engine.stop()

@@ -281,3 +281,49 @@ class NotifierProcess:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+def children(pid: int) -> list[int]:
+    """The pids of a process's children, read from /proc."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def wait_serving(
+    proc: subprocess.Popen, url: str, statuses: tuple[int, ...] = (200,), timeout: float = 90.0
+) -> bool:
+    """Wait until a server process answers ``url`` with one of ``statuses``; False
+    if it exits or the time runs out."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if requests.get(url, timeout=2).status_code in statuses:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from tests import helpers
 from tests.helpers import alarm, free_port, wait_until
 
 
@@ -42,19 +43,6 @@ def cast(client, url, alarm_id):
     client.cast(alarm([url], alarm_id=alarm_id))
 
 
-def children(pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(entry))
-            except OSError:
-                pass
-    return out
-
-
 def test_two_hosts_share_the_topic_and_deliver_each_alarm_once(
     start_notifier, topic, caster, webhook
 ):
@@ -76,7 +64,7 @@ def test_workers_are_full_consumers_and_stop_with_the_parent(
     start_notifier, topic, caster, webhook
 ):
     notifier = start_notifier(topic, default={"workers": 2})
-    workers = children(notifier.proc.pid)
+    workers = helpers.children(notifier.proc.pid)
     assert len(workers) == 2
     client = caster(topic)
     urls = [webhook.url("ok") for _ in range(30)]
@@ -96,7 +84,7 @@ def test_workers_are_full_consumers_and_stop_with_the_parent(
 
 def test_a_fanout_cast_reaches_a_host_of_two_workers_once(start_notifier, topic, caster, webhook):
     notifier = start_notifier(topic, default={"workers": 2})
-    assert len(children(notifier.proc.pid)) == 2
+    assert len(helpers.children(notifier.proc.pid)) == 2
     client = caster(topic)
     urls = [webhook.url("ok") for _ in range(5)]
     for i, url in enumerate(urls):

@@ -146,7 +146,9 @@ def test_bad_actions_do_not_stop_the_other_actions_of_the_alarm(notifier, topic,
         r"\w+ failed after 2 attempt\(s\): HTTP 500"
     )
     log = notifier.log()
-    assert re.search(r"Alarm bad-actions: action 42 dropped: action is a int, not a string", log)
+    assert re.search(
+        r"Alarm bad-actions: action 42 dropped: action is of type int, not a string", log
+    )
     assert re.search(r"Alarm bad-actions: action http://\[::1:bad/ dropped: unparsable URL", log)
     assert re.search(r"Alarm bad-actions: action nosuch://x/ dropped: unknown scheme 'nosuch'", log)
     assert "pw-s3cr3t" not in log

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import time
 import uuid
 
@@ -22,7 +21,7 @@ import pytest
 from keystoneauth1 import exceptions as ka_exceptions
 from oslo_config import cfg
 
-from ceilo_notifier import events, keystone, notifiers, opts
+from ceilo_notifier import events, keystone, notifiers
 from ceilo_notifier.notifiers import trust as trust_notifier
 from tests import conftest, helpers
 from tests import keystone as ks
@@ -34,59 +33,27 @@ from tests.keystone import fake
 @pytest.fixture(
     scope="session", params=[pytest.param("keystone", marks=pytest.mark.timeout(900)), "fake"]
 )
-def identity(request, tmp_path_factory):
+def identity(request):
     """The real Keystone, then the fake one: each test runs against both."""
     if request.param == "fake":
         server = fake.FakeKeystone()
     else:
-        if os.environ.get("CEILO_TEST_KEYSTONE", "auto") == "fake":
-            pytest.skip("real Keystone not wanted (CEILO_TEST_KEYSTONE=fake)")
-        try:
-            server = ks.RealKeystone(tmp_path_factory.mktemp("keystone"))
-        except ks.Unavailable as exc:
-            pytest.skip(f"real Keystone cannot be installed or run here: {exc}")
+        server = request.getfixturevalue("real_keystone")
     yield server
-    server.close()
-
-
-class Run(conftest.Run):
-    """The shared in-process Run, waiting longer (Keystone is in the loop)."""
-
-    def __init__(self, conf, on_event=None):
-        super().__init__(conf, on_event)
-        self.plugin = self.engine.plugins["trust+http"]
-
-    def deliver(self, actions, timeout=30.0, **fields):
-        return super().deliver(actions, timeout, **fields)
+    if request.param == "fake":
+        server.close()
 
 
 @pytest.fixture
-def run(tmp_path, identity):
+def run(keystone_runs, identity):
     """Make a Run whose [service_credentials] come from a config file, as in production."""
-    runs = []
 
     def make(credentials=None, on_event=None, **alarm_opts):
-        alarm_opts.setdefault("rest_notifier_timeout", 5)
-        alarm_opts.setdefault("rest_notifier_retry_backoff", 0.01)
-        alarm_opts.setdefault("rest_notifier_max_retries", 2)
-        alarm_opts.setdefault("rest_notifier_allowed_networks", conftest.LOOPBACK)
-        section = identity.service_credentials(**(credentials or {}))
-        sections = {
-            "DEFAULT": {"state_path": tmp_path},
-            "alarm": alarm_opts,
-            "service_credentials": {k: v for k, v in section.items() if v is not None},
-        }
-        path = helpers.write_config(tmp_path / f"trust-{len(runs)}.conf", sections)
-        conf = cfg.ConfigOpts()
-        opts.register_opts(conf)
-        conf(["--config-file", str(path)], project="ceilo-notifier", default_config_files=[])
-        r = Run(conf, on_event)
-        runs.append(r)
+        r = keystone_runs(identity, credentials, on_event, **alarm_opts)
+        r.plugin = r.engine.plugins["trust+http"]
         return r
 
-    yield make
-    for r in runs:
-        r.engine.stop()
+    return make
 
 
 def trust_action(url: str, trust_id: str) -> str:
@@ -328,14 +295,14 @@ def test_without_service_credentials_the_plugin_loads_and_fails_clearly(make_con
     """[service_credentials] unset: the plugin registers its options itself and
     every trust+ delivery fails with the reason; other schemes are unaffected."""
     conf = make_conf(alarm={"rest_notifier_max_retries": 2})
-    r = Run(conf)
+    r = conftest.KeystoneRun(conf)
     try:
         url = webhook.url("ok")
         (d,) = r.deliver([trust_action(url, uuid.uuid4().hex)])
         assert d.outcome == events.FAILED and d.attempt == 1
         assert "[service_credentials] auth_type is not set" in d.error
         assert webhook.requests_for(url) == []
-        assert isinstance(r.plugin, trust_notifier.TrustRestAlarmNotifier)
+        assert isinstance(r.engine.plugins["trust+http"], trust_notifier.TrustRestAlarmNotifier)
         (d,) = r.deliver([webhook.url("ok")])
         assert d.outcome == events.DELIVERED
     finally:
@@ -356,7 +323,7 @@ def test_without_service_credentials_the_plugin_loads_and_fails_clearly(make_con
         (ka_exceptions.NotFound(), False),
         (ka_exceptions.BadRequest(), False),
         (ka_exceptions.SSLError("bad certificate"), False),
-        (keystone.NotConfigured("no auth_type"), False),
+        (keystone.NotConfigured("no endpoint of service type 'x' in the Keystone catalog"), False),
     ],
 )
 def test_keystone_failures_map_to_retry_or_failure(exc, retryable):

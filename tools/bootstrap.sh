@@ -22,6 +22,8 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
     _missing_debs+=(postgresql)
 fi
 command -v shellcheck >/dev/null || _missing_debs+=(shellcheck)
+# Zaqar, which the zaqar:// tests run for real, keeps its queues in Redis.
+command -v redis-server >/dev/null || _missing_debs+=(redis-server)
 if [ ${#_missing_debs[@]} -gt 0 ]; then
     echo "bootstrap: installing ${_missing_debs[*]}" >&2
     _as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q

@@ -42,9 +42,7 @@ class RetryableError(DeliveryError):
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 
 
-def status_error(
-    summary: str, status: int, retry_after: float | None = None
-) -> DeliveryError:
+def status_error(summary: str, status: int, retry_after: float | None = None) -> DeliveryError:
     """The error for an HTTP answer that is not a success: retryable or final by its status."""
     if status in RETRYABLE_STATUS or status >= 500:
         return RetryableError(summary, status, retry_after)

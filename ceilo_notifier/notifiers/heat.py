@@ -44,7 +44,13 @@ def _members(reason_data: dict[str, Any]) -> tuple[str, str, list[str]]:
             "reason_data has no " + " and no ".join(missing) + ": trust+heat:// needs the stack "
             "and its autoscaling group (from the loadbalancer_member_health evaluator)"
         )
-    members = reason_data.get("unhealthy_members") or []
+    members = reason_data.get("unhealthy_members")
+    if not members:
+        # Refused here, before any Keystone or Heat call: there is nothing to heal.
+        raise notifiers.DeliveryError(
+            "reason_data has no unhealthy_members: trust+heat:// needs the load balancer "
+            'members to heal ([{"id": <member id>}, ...])'
+        )
     if not isinstance(members, list) or not all(
         isinstance(m, dict) and m.get("id") for m in members
     ):
@@ -72,8 +78,10 @@ class TrustHeatAlarmNotifier(notifiers.AlarmNotifier):
     @classmethod
     def validate(cls, action: parse.SplitResult) -> None:
         if action.netloc.rpartition("@")[2] or action.path.strip("/") or action.query:
-            raise ValueError("trust+heat:// takes no host, path or query: the alarm's "
-                             "reason_data names the stack")
+            raise ValueError(
+                "trust+heat:// takes no host, path or query: the alarm's "
+                "reason_data names the stack"
+            )
 
     def client(self, trust: str) -> Any:
         from heatclient import client as heat_client  # heavy: only where Heat is used
@@ -89,11 +97,13 @@ class TrustHeatAlarmNotifier(notifiers.AlarmNotifier):
 
     def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> None:
         stack_id, asg_id, members = _members(notification.reason_data or {})
-        heat = self.client(trust_notifier.trust_id(action))
+        trust = trust_notifier.trust_id(action)
+        heat = self.client(trust)
         alarm_id = notification.alarm_id
         unhealthy = []
         for member in members:
             found = self._call(
+                trust,
                 "the resource listing",
                 heat.resources.list,
                 stack_id,
@@ -103,15 +113,14 @@ class TrustHeatAlarmNotifier(notifiers.AlarmNotifier):
             if found:
                 unhealthy.append(found[0].parent_resource)
             else:
-                LOG.warning(
-                    "Alarm %s: member %s not found in stack %s", alarm_id, member, stack_id
-                )
+                LOG.warning("Alarm %s: member %s not found in stack %s", alarm_id, member, stack_id)
         if not unhealthy:
             raise notifiers.DeliveryError(
                 f"none of the {len(members)} unhealthy members is a resource of stack {stack_id}"
             )
         for resource in unhealthy:
             self._call(
+                trust,
                 f"marking {resource} unhealthy",
                 heat.resources.mark_unhealthy,
                 asg_id,
@@ -119,14 +128,16 @@ class TrustHeatAlarmNotifier(notifiers.AlarmNotifier):
                 True,
                 REASON,
             )
-            LOG.info("Alarm %s: resource %s of group %s marked unhealthy", alarm_id, resource,
-                     asg_id)
-        self._call("the stack update", heat.stacks.update, stack_id, existing=True)
-        LOG.info("Alarm %s: stack %s updated to replace %d members", alarm_id, stack_id,
-                 len(unhealthy))
+            LOG.info(
+                "Alarm %s: resource %s of group %s marked unhealthy", alarm_id, resource, asg_id
+            )
+        self._call(trust, "the stack update", heat.stacks.update, stack_id, existing=True)
+        LOG.info(
+            "Alarm %s: stack %s updated to replace %d members", alarm_id, stack_id, len(unhealthy)
+        )
 
     @staticmethod
-    def _call(step: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(trust: str, step: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         from heatclient import exc as heat_exc
 
         try:
@@ -136,7 +147,7 @@ class TrustHeatAlarmNotifier(notifiers.AlarmNotifier):
         except ka_exceptions.ConnectionError as exc:
             raise notifiers.RetryableError(f"Heat unreachable at {step}: {exc}") from None
         except ka_exceptions.ClientException as exc:
-            raise trust_notifier.keystone_error(exc) from None
+            raise trust_notifier.keystone_error(exc, trust) from None
 
     def close(self) -> None:
         self.keystone.close()

@@ -154,6 +154,15 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self.user_agent = f"ceilo-notifier/{version.version_string()}"
         self.signing_keys = [decode_signing_key(k) for k in opts.rest_notifier_signing_keys]
+        try:
+            tls_context(conf, True)
+        except (ssl.SSLError, OSError) as exc:
+            LOG.error(
+                "The TLS files in [alarm] (rest_notifier_certificate_file, "
+                "rest_notifier_certificate_key, rest_notifier_ca_bundle_certificate_path) "
+                "cannot be loaded: %s; every http(s) delivery fails until they are fixed",
+                exc,
+            )
         if not opts.rest_notifier_ssl_verify:
             LOG.warning(
                 "rest_notifier_ssl_verify is off: HTTPS webhooks are not verified "
@@ -239,6 +248,11 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
             headers.update(proxy.headers)
         try:
             session = self._session(verify)
+        except (ssl.SSLError, OSError) as exc:
+            # A client certificate or CA bundle that cannot be loaded: an
+            # operator's error that no retry mends.
+            raise notifiers.DeliveryError(f"TLS setup failed: {exc}") from None
+        try:
             async with session.post(
                 url,
                 data=body,

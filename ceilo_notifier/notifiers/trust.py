@@ -64,7 +64,7 @@ def keystone_error(exc: Exception, trust: str | None = None) -> notifiers.Delive
 
 def _keystone_error(exc: Exception) -> notifiers.DeliveryError:
     if isinstance(exc, keystone.NotConfigured):
-        return notifiers.DeliveryError(f"Keystone token not requested: {exc}")
+        return notifiers.DeliveryError(str(exc))
     if isinstance(exc, ka_exceptions.Unauthorized):
         return notifiers.DeliveryError(
             "Keystone refused the token request for the trust (HTTP 401): the "

@@ -36,9 +36,19 @@ from ceilo_notifier.notifiers import trust as trust_notifier
 
 API = "v2"
 DEFAULT_TTL = 3600
+MIN_TTL = 60  # Zaqar refuses shorter subscriptions
 # Zaqar's own rule for queue names.
 QUEUE_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 PRESIGNED = ("queue_name", "project_id", "paths", "methods", "expires", "signature")
+
+# keystoneauth logs every request's headers at DEBUG, masking only tokens.
+_SIGNATURE_HEADER = re.compile(r"(URL-Signature: )[^\"'\s]*", re.IGNORECASE)
+
+
+def _mask_signatures(message: str) -> str:
+    if "URL-Signature" not in message:
+        return message
+    return _SIGNATURE_HEADER.sub(rf"\g<1>{masking.MASK}", message)
 
 
 def _query(action: parse.SplitResult) -> dict[str, list[str]]:
@@ -65,6 +75,7 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
         self.keystone = keystone.TrustTokens(conf, default_timeout=conf.alarm.rest_notifier_timeout)
         # Zaqar wants a Client-ID on every request; one per service process.
         self.client_id = str(uuid.uuid4())
+        masking.mask_logger("keystoneauth.session", _mask_signatures)
 
     @classmethod
     def validate(cls, action: parse.SplitResult) -> None:
@@ -83,8 +94,8 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
                 "or the pre-signed data of a queue"
             )
         ttl = _one(query, "ttl")
-        if ttl is not None and not (ttl.isdigit() and int(ttl) > 0):
-            raise ValueError(f"ttl={ttl!r} is not a positive number of seconds")
+        if ttl is not None and not (ttl.isdigit() and int(ttl) >= MIN_TTL):
+            raise ValueError(f"ttl={ttl!r} is not a number of seconds of at least {MIN_TTL}")
 
     def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> int:
         try:

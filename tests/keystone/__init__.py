@@ -31,12 +31,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import requests
 from keystoneauth1 import session as ka_session
 from keystoneauth1.identity import generic
+
+from tests import helpers
 
 KEYSTONE_REQUIREMENT = "keystone==30.0.0"
 # keystoneauth renews a token 120 s before it expires: with this lifetime a
@@ -73,24 +74,28 @@ def cache_dir() -> Path:
     return Path(base) / "ceilo-notifier-tests"
 
 
-def keystone_venv(timeout: float = 780.0) -> Path:
-    """A virtualenv with Keystone installed, made once and reused by later runs."""
-    version = KEYSTONE_REQUIREMENT.split("==")[-1]
+def cached_venv(name: str, requirements: tuple[str, ...], timeout: float = 780.0) -> Path:
+    """A virtualenv ``<name>-py<X.Y>`` with ``requirements``, made once under
+    ``cache_dir()`` and reused by later runs (and by test runs in parallel).
+
+    :raises Unavailable: it cannot be made here, with the reason.
+    """
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     base = cache_dir()
     base.mkdir(parents=True, exist_ok=True)
-    venv = base / f"keystone-{version}-py{py}"
+    venv = base / f"{name}-py{py}"
     ready = venv / ".ceilo-installed"
-    if ready.exists():
+    wanted = "\n".join(requirements) + "\n"
+    if ready.exists() and ready.read_text() == wanted:
         return venv
-    with open(base / ".keystone-install.lock", "w") as lock:
+    with open(base / f".{name}-install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another test run may be installing it
-        if ready.exists():
+        if ready.exists() and ready.read_text() == wanted:
             return venv
         shutil.rmtree(venv, ignore_errors=True)
         steps = (
             [sys.executable, "-m", "venv", str(venv)],
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", KEYSTONE_REQUIREMENT],
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *requirements],
         )
         for cmd in steps:
             try:
@@ -102,8 +107,13 @@ def keystone_venv(timeout: float = 780.0) -> Path:
                 shutil.rmtree(venv, ignore_errors=True)
                 tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
                 raise Unavailable(f"{' '.join(cmd[-3:])} failed: {' | '.join(tail)}")
-        ready.write_text(KEYSTONE_REQUIREMENT + "\n")
+        ready.write_text(wanted)
     return venv
+
+
+def keystone_venv() -> Path:
+    """A virtualenv with Keystone installed."""
+    return cached_venv(f"keystone-{KEYSTONE_REQUIREMENT.split('==')[-1]}", (KEYSTONE_REQUIREMENT,))
 
 
 class Identity:
@@ -233,14 +243,8 @@ class RealKeystone(Identity):
             env=env,
             cwd=str(self.workdir),
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(self.auth_url, timeout=2).status_code == 200:
-                    return
-            time.sleep(0.2)
+        if helpers.wait_serving(self.proc, self.auth_url, timeout=timeout):
+            return
         output = (self.workdir / "keystone.out").read_text(errors="replace")[-2000:]
         self.close()
         raise Unavailable(f"Keystone did not start on {self.url}: {output}")
@@ -307,18 +311,37 @@ class RealKeystone(Identity):
             return None
         return response.json()["token"]
 
+    def add_endpoint(self, service_type: str, url: str) -> None:
+        """Put a service in the catalog, public in RegionOne.
+
+        ``url`` may hold Keystone's ``%(project_id)s`` substitution, as Heat's
+        endpoints do.
+        """
+        a = self.auth_url
+        existing = self.admin.get(f"{a}/services", params={"type": service_type}).json()
+        for service in existing["services"]:
+            self.admin.delete(f"{a}/services/{service['id']}")
+        service = self.admin.post(
+            f"{a}/services", json={"service": {"type": service_type, "name": service_type}}
+        ).json()["service"]
+        self.admin.post(
+            f"{a}/endpoints",
+            json={
+                "endpoint": {
+                    "service_id": service["id"],
+                    "interface": "public",
+                    "region_id": "RegionOne",
+                    "url": url,
+                }
+            },
+        )
+
     def trust_auths(self, trust_id: str) -> int:
         counts = requests.get(f"{self.url}/_test/trust-auths", timeout=10).json()
         return counts.get(trust_id, 0)
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        helpers.stop_process(self.proc)
         if getattr(self, "_out", None) is not None:
             self._out.close()
 
