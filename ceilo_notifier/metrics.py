@@ -132,7 +132,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path.split("?")[0] == "/metrics":
-            body = prometheus_client.generate_latest(self.server.registry)
+            try:
+                body = prometheus_client.generate_latest(self.server.registry)
+            except Exception as exc:
+                # A worker's sample file can be caught mid-write: this scrape
+                # fails with its cause and the next one reads it whole.
+                LOG.warning("Metrics could not be collected: %s", exc)
+                self._reply(500, f"metrics unavailable: {exc}\n".encode(), "text/plain")
+                return
             self._reply(200, body, prometheus_client.CONTENT_TYPE_LATEST)
         elif self.path.split("?")[0] == "/healthz":
             status, report = self.server.health()
