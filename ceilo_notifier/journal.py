@@ -616,6 +616,30 @@ def owner_tag(host: str, launch: str) -> str:
     return f"{host}/{launch}/{os.getpid()}"
 
 
+# Alembic's bookkeeping table of the journal. Not Alembic's default name:
+# the journal may share a database with aodh (an aodh.conf as it is), whose
+# own migrations keep their revision in "alembic_version".
+VERSION_TABLE = "ceilo_notifier_alembic_version"
+_OWN_REVISIONS = ("0001", "0002")
+
+
+def _adopt_old_version_table(conn: sa.engine.Connection) -> None:
+    """Journals made before VERSION_TABLE kept their revision in "alembic_version"."""
+    tables = set(sa.inspect(conn).get_table_names())
+    if VERSION_TABLE in tables or "alembic_version" not in tables or "deliveries" not in tables:
+        return
+    old = sa.table("alembic_version", sa.column("version_num", sa.String))
+    revisions = [row[0] for row in conn.execute(sa.select(old.c.version_num))]
+    if not revisions or not all(r in _OWN_REVISIONS for r in revisions):
+        return  # someone else's
+    new = sa.Table(
+        VERSION_TABLE, sa.MetaData(), sa.Column("version_num", sa.String(32), primary_key=True)
+    )
+    new.create(conn)
+    conn.execute(new.insert(), [{"version_num": r} for r in revisions])
+    conn.execute(sa.text("DROP TABLE alembic_version"))
+
+
 def upgrade(url: str) -> None:
     """Create or migrate the journal's schema to the newest revision (Alembic)."""
     from alembic import command
@@ -626,6 +650,7 @@ def upgrade(url: str) -> None:
     engine = make_engine(url)
     try:
         with engine.begin() as conn:
+            _adopt_old_version_table(conn)
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
     finally:

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from ceilo_notifier import cmd as _cmd  # noqa: F401 - selects oslo.service's threading backend
-from ceilo_notifier import engine, events
+from ceilo_notifier import engine, events, journal
 from ceilo_notifier.consumers import rpc as rpc_consumer
 from tests import helpers
 
@@ -291,7 +291,7 @@ def db_url(request, tmp_path):
 
 def empty_journal(url: str) -> None:
     """Drop every table of the journal (the schema of this run is shared by its tests)."""
-    tables = "delivery_events, deliveries, instances, alembic_version"
+    tables = "delivery_events, deliveries, instances, alembic_version, " + journal.VERSION_TABLE
     with sa.create_engine(url).begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {tables}"))
 

@@ -32,9 +32,43 @@ def test_schema_upgrade_is_idempotent_and_managed_by_alembic(db_url):
     journal.upgrade(db_url)
     engine = sa.create_engine(db_url)
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        version = sa.text(f"SELECT version_num FROM {journal.VERSION_TABLE}")
+        assert conn.execute(version).scalar() == "0002"
         names = set(sa.inspect(conn).get_table_names())
     assert {"deliveries", "delivery_events"} <= names
+    assert "alembic_version" not in names
+
+
+def test_the_journal_shares_a_database_with_aodh_and_its_alembic_table(db_url):
+    """An aodh.conf as it is points [database] at aodh's database, where aodh's own
+    migrations keep their revision in alembic_version: the journal leaves it be."""
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('367aadf5485f')"))
+    journal.upgrade(db_url)
+    journal.upgrade(db_url)
+    with engine.connect() as conn:
+        aodh = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        ours = conn.execute(sa.text(f"SELECT version_num FROM {journal.VERSION_TABLE}")).scalar()
+    assert (aodh, ours) == ("367aadf5485f", "0002")
+
+
+def test_a_journal_made_with_the_old_version_table_is_adopted(db_url):
+    """Journals made before the journal's own version table kept its revision in
+    alembic_version: the next upgrade moves it, without re-creating any table."""
+    journal.upgrade(db_url)
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {journal.VERSION_TABLE}"))
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('0001')"))
+        conn.execute(sa.text("DROP TABLE instances"))  # what 0002 adds
+    journal.upgrade(db_url)
+    with engine.connect() as conn:
+        ours = conn.execute(sa.text(f"SELECT version_num FROM {journal.VERSION_TABLE}")).scalar()
+        names = set(sa.inspect(conn).get_table_names())
+    assert ours == "0002" and "instances" in names and "alembic_version" not in names
 
 
 def test_deliveries_move_through_their_events(db_url):

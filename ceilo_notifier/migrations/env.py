@@ -9,6 +9,7 @@ context.configure(
     connection=connection,
     target_metadata=journal.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
+    version_table=journal.VERSION_TABLE,
 )
 with context.begin_transaction():
     context.run_migrations()
