@@ -68,9 +68,14 @@ def parse(action: object, max_length: int) -> urlparse.SplitResult:
         raise InvalidAction("action contains control characters")
     try:
         url = urlparse.urlsplit(action.strip())
-        url.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
         raise InvalidAction(f"unparsable URL: {exc}") from None
+    try:
+        url.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        # Not the parser's message: it quotes what it took for the port,
+        # which may be a piece of a password holding a '/'.
+        raise InvalidAction("unparsable URL: invalid port") from None
     if not url.scheme:
         raise InvalidAction("URL has no scheme")
     return url
@@ -83,9 +88,9 @@ def unknown_scheme(scheme: str, known: Iterable[str]) -> InvalidAction:
 def _register_opts(conf: cfg.ConfigOpts) -> None:
     from ceilo_notifier import opts
 
-    conf.register_opts(opts.ALARM_OPTS, group="alarm")
+    opts.register_missing(conf, opts.ALARM_OPTS, "alarm")
     keystone.register_opts(conf)
-    conf.register_opts(opts.CATALOG_OPTS, group=keystone.GROUP)
+    opts.register_missing(conf, opts.CATALOG_OPTS, keystone.GROUP)
 
 
 def validate(conf: cfg.ConfigOpts, url: object) -> None:

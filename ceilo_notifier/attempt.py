@@ -68,9 +68,9 @@ class Attempter:
         self.policy = policy
         self.http_timeout = conf.alarm.rest_notifier_timeout
         self.plugin_timeout = conf.alarm.plugin_timeout
-        self.pool = futures.ThreadPoolExecutor(
-            conf.alarm.plugin_pool_size, thread_name_prefix="plugin"
-        )
+        self.pool_size = conf.alarm.plugin_pool_size
+        self.pool = futures.ThreadPoolExecutor(self.pool_size, thread_name_prefix="plugin")
+        self._threads: asyncio.Semaphore | None = None
         self._async: dict[int, bool] = {}
 
     def _deadline(self, plugin: notifiers.AlarmNotifier) -> float:
@@ -90,10 +90,7 @@ class Attempter:
             if asynchronous:
                 call = plugin.notify_async(delivery.url, delivery.notification)
             else:
-                loop = asyncio.get_running_loop()
-                call = loop.run_in_executor(
-                    self.pool, plugin.notify, delivery.url, delivery.notification
-                )
+                call = await self._in_thread(plugin.notify, delivery.url, delivery.notification)
             status = await asyncio.wait_for(call, deadline)
             result = Outcome(events.DELIVERED, _status(status))
         except asyncio.CancelledError:
@@ -119,6 +116,39 @@ class Attempter:
             metrics.IN_FLIGHT.dec()
             delivery.duration = time.monotonic() - start
         return result
+
+    async def _in_thread(self, fn, *args) -> asyncio.Future:
+        """Start fn in a thread of the pool once one is free; its future.
+
+        The deadline counts from here, not from the wait for a thread, and a
+        thread is counted free only when its call returns (an abandoned call
+        still holds its thread).
+        """
+        loop = asyncio.get_running_loop()
+        if self._threads is None:
+            self._threads = asyncio.Semaphore(self.pool_size)
+        threads = self._threads
+        try:
+            await asyncio.wait_for(threads.acquire(), self.plugin_timeout)
+        except asyncio.TimeoutError:
+            # Nothing ran: trying again later is safe.
+            raise notifiers.RetryableError(
+                f"all {self.pool_size} plugin threads busy for {self.plugin_timeout:g} s"
+            ) from None
+
+        def freed(_future: futures.Future) -> None:
+            try:
+                loop.call_soon_threadsafe(threads.release)
+            except RuntimeError:  # the loop is closed: the engine has stopped
+                pass
+
+        try:
+            running = self.pool.submit(fn, *args)
+        except BaseException:
+            threads.release()
+            raise
+        running.add_done_callback(freed)
+        return asyncio.wrap_future(running, loop=loop)
 
     def _failed(self, delivery: Delivery, exc: BaseException, retryable: bool) -> Outcome:
         error = masking.mask_text(describe(exc, delivery.plugin))

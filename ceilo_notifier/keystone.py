@@ -145,8 +145,8 @@ class TrustTokens:
         register_opts(conf)
         from ceilo_notifier import opts
 
-        conf.register_opts(opts.CATALOG_OPTS, group=GROUP)
-        conf.register_opts(opts.SERVICE_TYPES_OPTS, group="service_types")
+        opts.register_missing(conf, opts.CATALOG_OPTS, GROUP)
+        opts.register_missing(conf, opts.SERVICE_TYPES_OPTS, "service_types")
         masking.mask_logger(_KEYSTONEAUTH_TOKEN_LOGGER, _mask_trust_ids)
         self.conf = conf
         self._default_timeout = default_timeout

@@ -23,7 +23,10 @@ _SECRET_KEYS = re.compile(
     re.IGNORECASE,
 )
 # scheme://userinfo@ anywhere in a text; userinfo may hold ':' but not '/', '@' or space.
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s'\"]+)@")
+# Up to the last '@' before the path: a password may hold an '@' of its own.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s'\"]+)@")
+# An authority whose password holds a '/' (the parser takes the rest for a path).
+_SLASHED_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^?#\s]*@")
 
 
 # name=value in a query string, where the name looks like a secret's.
@@ -81,6 +84,9 @@ def mask_url(url: object) -> str:
         query = parse.parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:
         return mask_text(text)
+    if "@" not in parts.netloc and "@" in text.split("?", 1)[0].split("#", 1)[0]:
+        # A '/' in the password: everything up to the last '@' may be secret.
+        return _mask_all(_SLASHED_USERINFO.sub(rf"\g<scheme>{MASK}@", text, count=1))
     # Values are masked decoded: a subscriber URL in a zaqar:// query
     # carries its own (percent-encoded) userinfo.
     masked = [(k, MASK if _SECRET_KEYS.search(k) else _mask_all(v)) for k, v in query]

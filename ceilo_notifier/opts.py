@@ -143,8 +143,12 @@ ALARM_OPTS = CLIENT_OPTS + [
         "plugin_timeout",
         default=30.0,
         min=0.1,
-        help="Seconds an attempt of a plugin without a timeout of its own "
-        "may take; past it the attempt is abandoned and retried.",
+        help="Seconds an attempt of a blocking plugin without a timeout of "
+        "its own may take, from when a thread of plugin_pool_size takes it up; "
+        "past it the attempt is abandoned as failed (its thread runs on, so a "
+        "retry could overtake it). An attempt that waits this long for a free "
+        "thread is retried instead. The zaqar and trust+heat plugins end an "
+        "attempt as retryable before this when another request might not fit.",
     ),
     cfg.IntOpt(
         "max_actions",
@@ -403,6 +407,20 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     for group, opts in [*ALL_GROUPS, *keystone.list_opts()]:
         groups.setdefault(group or "DEFAULT", []).extend(opts)
     return list(groups.items())
+
+
+def register_missing(conf: cfg.ConfigOpts, options: list[cfg.Opt], group: str) -> None:
+    """Register options on a caller's ConfigOpts, keeping those it already has.
+
+    An alarm API or an evaluator may define the same option itself (aodh has
+    its own ``[service_credentials] region-name`` and ``interface``); its
+    definition then serves, as the value means the same.
+    """
+    for opt in options:
+        try:
+            conf.register_opt(opt, group=group)
+        except cfg.DuplicateOptError:
+            pass
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

@@ -67,7 +67,7 @@ def test_valid_actions_pass(url):
         (None, "not a string"),
         (b"http://h/p", "bytes, not a string"),
         ("http://h/" + "a" * 4096, "characters long, more than 4096"),
-        ("http://h:99999/", "unparsable URL: Port out of range"),
+        ("http://h:99999/", "unparsable URL: invalid port"),
         ("http://[::1/", "unparsable URL"),
         ("h/p", "URL has no scheme"),
         ("foo://h/p", f"unknown scheme 'foo' (installed: {INSTALLED})"),
@@ -88,6 +88,13 @@ def test_valid_actions_pass(url):
         ("trust+zaqar://?queue_name=bad%20name", "'bad name' is not a Zaqar queue name"),
         ("trust+heat://h", "trust+heat:// takes no host"),
         ("trust+heat:///stack", "trust+heat:// takes no host"),
+        ("zaqar://?topic=a/b", "topic 'a/b' cannot make a Zaqar queue name"),
+        ("zaqar://?topic=" + "t" * 28, "cannot make a Zaqar queue name"),
+        (
+            "zaqar://?topic=t" + "".join(f"&subscriber=http://h{i}/" for i in range(21)),
+            "21 subscribers, more than 20",
+        ),
+        ("http://admin:s3cr/t@hook/x", "unparsable URL: invalid port"),
     ],
 )
 def test_invalid_actions_raise_with_the_cause(url, cause):
@@ -95,6 +102,22 @@ def test_invalid_actions_raise_with_the_cause(url, cause):
         actions.validate(bare_conf(), url)
     assert isinstance(info.value, ValueError)
     assert cause in str(info.value)
+
+
+def test_validate_in_an_api_that_defines_the_catalog_options_itself():
+    """aodh's API has its own [service_credentials] region-name and interface:
+    validate uses them instead of failing with DuplicateOptError."""
+    conf = bare_conf()
+    conf.register_opts(
+        [
+            cfg.StrOpt("region-name", help="the API's own"),
+            cfg.StrOpt("interface", default="public", choices=("public", "internal", "admin")),
+        ],
+        group="service_credentials",
+    )
+    assert actions.validate(conf, "trust+http://h/p") is None
+    with pytest.raises(actions.InvalidAction, match="unknown scheme"):
+        actions.validate(conf, "foo://x")
 
 
 def test_max_action_length_comes_from_the_configuration(tmp_path):
@@ -156,7 +179,7 @@ def test_check_action_one_line_per_url_masked_and_escaped(unreachable_config):
         f"invalid  foo://x: unknown scheme 'foo' (installed: {INSTALLED})",
         "invalid  trust+http://***@h/p: a trust+ action cannot carry a trust id: "
         "register() creates the trust",
-        "invalid  http://user:***@h:99999/: unparsable URL: Port out of range 0-65535",
+        "invalid  http://user:***@h:99999/: unparsable URL: invalid port",
         "invalid  zaqar://?subscriber=http://h/x: no topic in the query: expected "
         "zaqar://?topic=T&subscriber=URL or the pre-signed data of a queue",
     ]

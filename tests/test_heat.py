@@ -192,9 +192,10 @@ def test_members_not_in_the_stack_fail_the_delivery(run, real_keystone, heat, ca
     assert f"none of the 1 unhealthy members is a resource of stack {stack['stack_id']}" in (
         d.error
     )
-    assert f"Alarm strangers: member {stranger} not found in stack {stack['stack_id']}" in (
-        caplog.text
-    )
+    assert (
+        f"Alarm strangers: 1 of 1 unhealthy members are not in a group of stack "
+        f"{stack['stack_id']}: {stranger}"
+    ) in caplog.text
     assert heat.marked_unhealthy(stack["asg_id"]) == []
     assert heat.updates(stack["stack_id"]) == []
 
@@ -218,6 +219,20 @@ def test_heat_unavailable_is_retried_then_delivered(run, real_keystone, heat, ca
     )
     assert len(heat.marked_unhealthy(stack["asg_id"])) == 1
     assert len(heat.updates(stack["stack_id"])) == 1
+
+
+def test_an_attempt_that_would_outlast_its_deadline_ends_as_retryable(run, real_keystone, heat):
+    """plugin_timeout 6 s and 10 s per request: after the first request there is no
+    time for another, so the attempt ends, retryable, before the engine would abandon
+    it (an abandoned attempt is failed while its thread runs on)."""
+    trust_id = real_keystone.create_trust()
+    stack = heat.add_autohealing_stack(real_keystone.project_id, members=2)
+    r = run(plugin_timeout=6, rest_notifier_timeout=10, rest_notifier_max_retries=1)
+    (d,) = r.deliver([heat_action(trust_id)], reason_data=reason_data(stack, member_ids(stack, 2)))
+    assert r.outcomes(d) == [events.RETRYING, events.FAILED], d.error
+    assert all("attempt out of time before the resource listing" in e.error for e in r.events)
+    assert "did not return within" not in d.error
+    assert heat.updates(stack["stack_id"]) == []
 
 
 def test_an_unknown_stack_fails_at_once_with_heats_message(run, real_keystone, heat, heat_calls):

@@ -13,6 +13,12 @@ from ceilo_notifier import masking
     ("url", "expected"),
     [
         ("http://alice:s3cret@example.org/hook", "http://alice:***@example.org/hook"),
+        # A password holding '/' (the parser takes the rest for a path) or '@'.
+        ("http://admin:s3cr/t@hook.example.org/x", "http://***@hook.example.org/x"),
+        (
+            "zaqar://?topic=t&subscriber=http%3A//u%3Ap%40ss@h/",
+            "zaqar://?topic=t&subscriber=http://u:***@h/",
+        ),
         ("https://alice@example.org/", "https://alice@example.org/"),
         ("trust+https://abc123trust@example.org/x", "trust+https://***@example.org/x"),
         ("http://example.org/h?token=abc&team=db", "http://example.org/h?token=***&team=db"),

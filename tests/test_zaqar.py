@@ -140,9 +140,20 @@ def test_bad_actions_fail_with_one_line_and_the_rest_of_the_alarm_goes_out(
 
 def test_a_topic_that_makes_too_long_a_queue_name_fails_clearly(run):
     r = run()
-    (d,) = r.deliver([zaqar_action(topic="t" * 40)], alarm_id=str(uuid.uuid4()))
+    (d,) = r.deliver([zaqar_action(topic="t" * 28)], alarm_id=str(uuid.uuid4()))
     assert d.outcome == events.FAILED
-    assert "alarm id and topic make the queue name" in r.events[-1].error
+    assert "topic 'tttttttttttttttttttttttttttt' cannot make a Zaqar queue name" in d.error
+    # An alarm id longer than a UUID leaves less room than the check at registration.
+    (d,) = r.deliver([zaqar_action(topic="t" * 20)], alarm_id="x" * 50)
+    assert d.outcome == events.FAILED
+    assert "alarm id and topic make the queue name" in d.error
+
+
+def test_too_many_subscribers_are_refused_before_any_request(run, zaqar):
+    r = run()
+    subscribers = [f"http://h{i}.example.org/" for i in range(21)]
+    (d,) = r.deliver([zaqar_action(topic="many", subscriber=subscribers)])
+    assert d.outcome == events.FAILED and "21 subscribers, more than 20" in d.error
 
 
 def test_zaqar_unreachable_is_retried(keystone_runs, real_keystone, zaqar, webhook):

@@ -10,6 +10,7 @@ engine's event loop, for plugins whose attempts mostly wait on the network).
 from __future__ import annotations
 
 import abc
+import time
 from urllib import parse
 
 from oslo_config import cfg
@@ -49,6 +50,29 @@ def status_error(summary: str, status: int, retry_after: float | None = None) ->
     return DeliveryError(summary, status)
 
 
+class Budget:
+    """The time one attempt of a blocking plugin has for its several requests.
+
+    A plugin that makes many requests in one attempt (a subscription per
+    subscriber, a lookup per member) checks before each one, so that the
+    attempt ends as retryable before the engine abandons it: an abandoned
+    attempt is failed, and its thread runs on. The first request always goes.
+    """
+
+    def __init__(self, seconds: float, per_request: float) -> None:
+        self.end = time.monotonic() + seconds
+        self.per_request = per_request
+        self.made = 0
+
+    def check(self, what: str) -> None:
+        """Before a request; raises RetryableError when it might not finish in time."""
+        if self.made and time.monotonic() + self.per_request > self.end:
+            raise RetryableError(
+                f"attempt out of time before {what}, after {self.made} requests; retried"
+            )
+        self.made += 1
+
+
 class AlarmNotifier(abc.ABC):  # noqa: B024 - notify or notify_async, either one
     """Base class of notifier plugins.
 
@@ -62,6 +86,11 @@ class AlarmNotifier(abc.ABC):  # noqa: B024 - notify or notify_async, either one
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
+
+    def budget(self, per_request: float) -> Budget:
+        """A Budget for one attempt, a second short of the engine's deadline."""
+        seconds = self.attempt_timeout or self.conf.alarm.plugin_timeout
+        return Budget(max(seconds - 1.0, 0.0), per_request)
 
     @classmethod  # noqa: B027 - optional hook, not abstract
     def validate(cls, action: parse.SplitResult) -> None:

@@ -33,6 +33,8 @@ from ceilo_notifier.notifiers import trust as trust_notifier
 LOG = log.getLogger(__name__)
 
 NESTED_DEPTH = 3
+# Members healed by one transition; a flood of them must not hold a thread for ever.
+MAX_MEMBERS = 50
 REASON = "unhealthy load balancer member"
 
 
@@ -57,7 +59,8 @@ def _members(reason_data: dict[str, Any]) -> tuple[str, str, list[str]]:
         raise notifiers.DeliveryError(
             'reason_data unhealthy_members is not a list of {"id": <member id>}'
         )
-    return str(reason_data["stack_id"]), str(reason_data["asg_id"]), [str(m["id"]) for m in members]
+    ids = list(dict.fromkeys(str(m["id"]) for m in members))
+    return str(reason_data["stack_id"]), str(reason_data["asg_id"]), ids
 
 
 def _heat_error(exc: Exception, step: str) -> notifiers.DeliveryError:
@@ -66,6 +69,27 @@ def _heat_error(exc: Exception, step: str) -> notifiers.DeliveryError:
     if isinstance(status, int):
         return notifiers.status_error(f"Heat answered HTTP {status} to {step}: {text}", status)
     return notifiers.DeliveryError(f"Heat call failed at {step}: {text}")
+
+
+class _Calls:
+    """Heat calls of one attempt: each within the attempt's budget, each failure mapped."""
+
+    def __init__(self, trust: str, budget: notifiers.Budget) -> None:
+        self.trust = trust
+        self.budget = budget
+
+    def __call__(self, step: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        from heatclient import exc as heat_exc
+
+        self.budget.check(step)
+        try:
+            return call(*args, **kwargs)
+        except heat_exc.BaseException as exc:
+            raise _heat_error(exc, step) from None
+        except ka_exceptions.ConnectionError as exc:
+            raise notifiers.RetryableError(f"Heat unreachable at {step}: {exc}") from None
+        except ka_exceptions.ClientException as exc:
+            raise trust_notifier.keystone_error(exc, self.trust) from None
 
 
 class TrustHeatAlarmNotifier(notifiers.AlarmNotifier):
@@ -97,30 +121,49 @@ class TrustHeatAlarmNotifier(notifiers.AlarmNotifier):
 
     def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> None:
         stack_id, asg_id, members = _members(notification.reason_data or {})
+        alarm_id = notification.alarm_id
+        if len(members) > MAX_MEMBERS:
+            LOG.warning(
+                "Alarm %s: %d unhealthy members, more than %d; the first %d are healed now",
+                alarm_id,
+                len(members),
+                MAX_MEMBERS,
+                MAX_MEMBERS,
+            )
+            members = members[:MAX_MEMBERS]
         trust = trust_notifier.trust_id(action)
         heat = self.client(trust)
-        alarm_id = notification.alarm_id
-        unhealthy = []
+        timeout = self.keystone.session.timeout or self.conf.alarm.rest_notifier_timeout
+        calls = _Calls(trust, self.budget(timeout))
+        unhealthy, missing = [], []
         for member in members:
-            found = self._call(
-                trust,
+            found = calls(
                 "the resource listing",
                 heat.resources.list,
                 stack_id,
                 nested_depth=NESTED_DEPTH,
                 filters={"physical_resource_id": member},
             )
-            if found:
-                unhealthy.append(found[0].parent_resource)
+            parent = getattr(found[0], "parent_resource", None) if found else None
+            if parent:
+                unhealthy.append(parent)
             else:
-                LOG.warning("Alarm %s: member %s not found in stack %s", alarm_id, member, stack_id)
+                missing.append(member)
+        if missing:
+            LOG.warning(
+                "Alarm %s: %d of %d unhealthy members are not in a group of stack %s: %s",
+                alarm_id,
+                len(missing),
+                len(members),
+                stack_id,
+                ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else ""),
+            )
         if not unhealthy:
             raise notifiers.DeliveryError(
                 f"none of the {len(members)} unhealthy members is a resource of stack {stack_id}"
             )
-        for resource in unhealthy:
-            self._call(
-                trust,
+        for resource in dict.fromkeys(unhealthy):
+            calls(
                 f"marking {resource} unhealthy",
                 heat.resources.mark_unhealthy,
                 asg_id,
@@ -131,23 +174,10 @@ class TrustHeatAlarmNotifier(notifiers.AlarmNotifier):
             LOG.info(
                 "Alarm %s: resource %s of group %s marked unhealthy", alarm_id, resource, asg_id
             )
-        self._call(trust, "the stack update", heat.stacks.update, stack_id, existing=True)
+        calls("the stack update", heat.stacks.update, stack_id, existing=True)
         LOG.info(
             "Alarm %s: stack %s updated to replace %d members", alarm_id, stack_id, len(unhealthy)
         )
-
-    @staticmethod
-    def _call(trust: str, step: str, call: Any, *args: Any, **kwargs: Any) -> Any:
-        from heatclient import exc as heat_exc
-
-        try:
-            return call(*args, **kwargs)
-        except heat_exc.BaseException as exc:
-            raise _heat_error(exc, step) from None
-        except ka_exceptions.ConnectionError as exc:
-            raise notifiers.RetryableError(f"Heat unreachable at {step}: {exc}") from None
-        except ka_exceptions.ClientException as exc:
-            raise trust_notifier.keystone_error(exc, trust) from None
 
     def close(self) -> None:
         self.keystone.close()

@@ -22,6 +22,7 @@ alarm subscribes again, as aodh does, and still posts.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from urllib import parse
@@ -37,11 +38,16 @@ from ceilo_notifier.notifiers import trust as trust_notifier
 API = "v2"
 DEFAULT_TTL = 3600
 MIN_TTL = 60  # Zaqar refuses shorter subscriptions
+MAX_SUBSCRIBERS = 20
+# Alarm ids are UUIDs: 36 characters and a dash leave 27 of Zaqar's 64.
+MAX_TOPIC = 64 - 37
+TOPIC = re.compile(rf"^[a-zA-Z0-9_-]{{1,{MAX_TOPIC}}}$")
 # Zaqar's own rule for queue names.
 QUEUE_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 PRESIGNED = ("queue_name", "project_id", "paths", "methods", "expires", "signature")
 
 # keystoneauth logs every request's headers at DEBUG, masking only tokens.
+SIGNATURE_LOGGERS = ("keystoneauth.session", "keystoneauth.session.request")
 _SIGNATURE_HEADER = re.compile(r"(URL-Signature: )[^\"'\s]*", re.IGNORECASE)
 
 
@@ -67,6 +73,16 @@ def _check_queue_name(name: str) -> None:
         )
 
 
+@dataclasses.dataclass
+class _Attempt:
+    """What the requests of one attempt share."""
+
+    endpoint: str
+    auth: ka_plugin.BaseAuthPlugin | None  # None: pre-signed, no token
+    budget: notifiers.Budget
+    trust: str | None = None
+
+
 class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
     """Posts to a Zaqar queue: a subscription queue of the service user, or a pre-signed one."""
 
@@ -75,7 +91,8 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
         self.keystone = keystone.TrustTokens(conf, default_timeout=conf.alarm.rest_notifier_timeout)
         # Zaqar wants a Client-ID on every request; one per service process.
         self.client_id = str(uuid.uuid4())
-        masking.mask_logger("keystoneauth.session", _mask_signatures)
+        for logger in SIGNATURE_LOGGERS:
+            masking.mask_logger(logger, _mask_signatures)
 
     @classmethod
     def validate(cls, action: parse.SplitResult) -> None:
@@ -88,11 +105,20 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
                 )
             _check_queue_name(_one(query, "queue_name") or "")
             return
-        if not _one(query, "topic"):
+        topic = _one(query, "topic")
+        if not topic:
             raise ValueError(
                 "no topic in the query: expected zaqar://?topic=T&subscriber=URL "
                 "or the pre-signed data of a queue"
             )
+        if not TOPIC.match(topic):
+            raise ValueError(
+                f"topic {topic!r} cannot make a Zaqar queue name <alarm id>-<topic> "
+                f"(1 to {MAX_TOPIC} of a-z, A-Z, 0-9, _ and -)"
+            )
+        subscribers = set(query.get("subscriber", []))
+        if len(subscribers) > MAX_SUBSCRIBERS:
+            raise ValueError(f"{len(subscribers)} subscribers, more than {MAX_SUBSCRIBERS}")
         ttl = _one(query, "ttl")
         if ttl is not None and not (ttl.isdigit() and int(ttl) >= MIN_TTL):
             raise ValueError(f"ttl={ttl!r} is not a number of seconds of at least {MIN_TTL}")
@@ -104,7 +130,11 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
             raise notifiers.DeliveryError(str(exc)) from None
         query = _query(action)
         if _one(query, "signature") is not None:
-            return self._post_presigned(query, notification)
+            attempt = self._attempt(self.keystone.service_auth)
+            attempt.auth = None  # the catalog came with the service user's token
+            return self.post(
+                attempt, _one(query, "queue_name") or "", notification, _signed_headers(query)
+            )
         queue = f"{notification.alarm_id}-{_one(query, 'topic')}"
         try:
             _check_queue_name(queue)
@@ -112,45 +142,43 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
             raise notifiers.DeliveryError(
                 f"{exc}: alarm id and topic make the queue name"
             ) from None
-        auth = self._keystone(self.keystone.service_auth)
+        attempt = self._attempt(self.keystone.service_auth)
         ttl = int(_one(query, "ttl") or DEFAULT_TTL)
-        for subscriber in query.get("subscriber", []):
+        for subscriber in dict.fromkeys(query.get("subscriber", [])):
             self.request(
-                auth,
+                attempt,
                 queue,
                 "subscriptions",
                 {"subscriber": subscriber, "ttl": ttl, "options": {}},
                 ok_statuses=(409,),
             )
-        return self.post(auth, queue, notification)
+        return self.post(attempt, queue, notification)
 
-    def _keystone(self, get_auth, *args: str) -> ka_plugin.BaseAuthPlugin:
-        """An auth plugin whose token and catalog are ready, or the delivery error."""
+    def _attempt(self, get_auth, trust: str | None = None) -> _Attempt:
+        """An auth plugin with its token and Zaqar's endpoint, or the delivery error."""
         try:
-            auth = get_auth(*args)
-            self._endpoint(auth)
-            return auth
+            auth = get_auth(trust) if trust else get_auth()
+            endpoint = self.keystone.endpoint(auth, self.conf.service_types.zaqar)
         except (keystone.NotConfigured, ka_exceptions.ClientException) as exc:
-            raise trust_notifier.keystone_error(exc, *args) from None
-
-    def _endpoint(self, auth: ka_plugin.BaseAuthPlugin) -> str:
-        return self.keystone.endpoint(auth, self.conf.service_types.zaqar).rstrip("/")
+            raise trust_notifier.keystone_error(exc, trust) from None
+        budget = self.budget(self.keystone.session.timeout or self.conf.alarm.rest_notifier_timeout)
+        return _Attempt(endpoint.rstrip("/"), auth, budget, trust)
 
     def post(
         self,
-        auth: ka_plugin.BaseAuthPlugin | None,
+        attempt: _Attempt,
         queue: str,
         n: AlarmNotification,
         headers: dict[str, str] | None = None,
     ) -> int:
         """Post the alarm's message to a queue; the status of Zaqar's answer."""
         return self.request(
-            auth, queue, "messages", {"messages": [{"body": n.body()}]}, headers=headers
+            attempt, queue, "messages", {"messages": [{"body": n.body()}]}, headers=headers
         )
 
     def request(
         self,
-        auth: ka_plugin.BaseAuthPlugin | None,
+        attempt: _Attempt,
         queue: str,
         resource: str,
         body: dict,
@@ -158,13 +186,13 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
         ok_statuses: tuple[int, ...] = (),
     ) -> int:
         """POST ``body`` to ``/v2/queues/<queue>/<resource>``; raises the delivery error."""
+        attempt.budget.check(f"POST {resource}")
         try:
-            endpoint = self._endpoint(auth) if auth is not None else self._presigned_endpoint()
             response = self.keystone.session.post(
-                f"{endpoint}/{API}/queues/{queue}/{resource}",
+                f"{attempt.endpoint}/{API}/queues/{queue}/{resource}",
                 json=body,
-                auth=auth,
-                authenticated=auth is not None,
+                auth=attempt.auth,
+                authenticated=attempt.auth is not None,
                 headers={"Client-ID": self.client_id, **(headers or {})},
                 raise_exc=False,
                 redirect=False,
@@ -172,7 +200,7 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
         except ka_exceptions.ConnectionError as exc:
             raise notifiers.RetryableError(f"Zaqar unreachable: {exc}") from None
         except (keystone.NotConfigured, ka_exceptions.ClientException) as exc:
-            raise trust_notifier.keystone_error(exc) from None
+            raise trust_notifier.keystone_error(exc, attempt.trust) from None
         status = response.status_code
         if 200 <= status < 300 or status in ok_statuses:
             return status
@@ -181,23 +209,19 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
             f"Zaqar answered HTTP {status} to POST {resource} of queue {queue}: {text}", status
         )
 
-    def _presigned_endpoint(self) -> str:
-        # The catalog is read with the service user's token; the request itself
-        # carries only the signature.
-        return self._endpoint(self._keystone(self.keystone.service_auth))
-
-    def _post_presigned(self, query: dict[str, list[str]], n: AlarmNotification) -> int:
-        headers = {
-            "URL-Signature": _one(query, "signature") or "",
-            "URL-Expires": _one(query, "expires") or "",
-            "URL-Methods": _one(query, "methods") or "",
-            "URL-Paths": _one(query, "paths") or "",
-            "X-Project-ID": _one(query, "project_id") or "",
-        }
-        return self.post(None, _one(query, "queue_name") or "", n, headers)
-
     def close(self) -> None:
         self.keystone.close()
+
+
+def _signed_headers(query: dict[str, list[str]]) -> dict[str, str]:
+    """Zaqar's signed-URL headers, from the pre-signed data of the query."""
+    return {
+        "URL-Signature": _one(query, "signature") or "",
+        "URL-Expires": _one(query, "expires") or "",
+        "URL-Methods": _one(query, "methods") or "",
+        "URL-Paths": _one(query, "paths") or "",
+        "X-Project-ID": _one(query, "project_id") or "",
+    }
 
 
 class TrustZaqarAlarmNotifier(ZaqarAlarmNotifier):
@@ -215,6 +239,5 @@ class TrustZaqarAlarmNotifier(ZaqarAlarmNotifier):
             self.validate(action)
         except ValueError as exc:
             raise notifiers.DeliveryError(str(exc)) from None
-        trust = trust_notifier.trust_id(action)
-        auth = self._keystone(self.keystone.auth, trust)
-        return self.post(auth, _one(_query(action), "queue_name") or "", notification)
+        attempt = self._attempt(self.keystone.auth, trust_notifier.trust_id(action))
+        return self.post(attempt, _one(_query(action), "queue_name") or "", notification)
