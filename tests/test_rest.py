@@ -111,6 +111,25 @@ def test_https_with_ca_bundle_is_verified_and_delivered(run, https_webhook, tls)
     assert d.outcome == events.DELIVERED and len(https_webhook.requests_for(url)) == 1
 
 
+def test_an_unloadable_client_certificate_fails_https_at_once_and_spares_http(
+    run, webhook, https_webhook, tls, tmp_path, caplog
+):
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+    r = run(
+        rest_notifier_certificate_file=str(broken),
+        rest_notifier_ca_bundle_certificate_path=str(tls.ca_path),
+        rest_notifier_max_retries=3,
+    )
+    assert "cannot be loaded" in caplog.text  # said once, when the plugin starts
+    plain, secure = webhook.url("ok"), https_webhook.url("ok")
+    http_delivery, https_delivery = r.deliver([plain, secure])
+    assert http_delivery.outcome == events.DELIVERED
+    assert https_delivery.outcome == events.FAILED and https_delivery.attempt == 1
+    assert "TLS setup failed" in https_delivery.error
+    assert https_webhook.requests_for(secure) == []
+
+
 def test_ssl_verify_off_in_config(run, https_webhook):
     url = https_webhook.url("ok")
     (d,) = run(rest_notifier_ssl_verify=False).deliver([url])

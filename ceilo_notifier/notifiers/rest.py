@@ -152,6 +152,7 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         # reports the timeout in its words; a token fetch fits in between.
         self.attempt_timeout = self.timeout + 1.0
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
+        self._contexts: dict[bool, ssl.SSLContext] = {}
         self.user_agent = f"ceilo-notifier/{version.version_string()}"
         self.signing_keys = [decode_signing_key(k) for k in opts.rest_notifier_signing_keys]
         try:
@@ -169,13 +170,19 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
                 "unless an action sets ceilometer-alarm-ssl-verify=1"
             )
 
+    def _tls(self, verify: bool) -> ssl.SSLContext:
+        """The TLS context of a profile, made on first use (an https delivery)."""
+        context = self._contexts.get(verify)
+        if context is None:
+            context = self._contexts[verify] = tls_context(self.conf, verify)
+        return context
+
     def _session(self, verify: bool) -> aiohttp.ClientSession:
         """The session of a TLS profile, made on first use on the running loop."""
         session = self._sessions.get(verify)
         if session is None or session.closed:
             opts = self.conf.alarm
             connector = aiohttp.TCPConnector(
-                ssl=tls_context(self.conf, verify),
                 limit=0,  # the scheduler caps the pool and each host
                 limit_per_host=0,
                 resolver=safety.SafeResolver(self.policy, self.proxies.endpoints()),
@@ -246,12 +253,15 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         if proxy is not None and proxy.headers and target.scheme == "http":
             # Plain HTTP goes to the proxy as it is (CONNECT carries proxy_headers).
             headers.update(proxy.headers)
-        try:
-            session = self._session(verify)
-        except (ssl.SSLError, OSError) as exc:
-            # A client certificate or CA bundle that cannot be loaded: an
-            # operator's error that no retry mends.
-            raise notifiers.DeliveryError(f"TLS setup failed: {exc}") from None
+        tls = None
+        if target.scheme == "https":
+            try:
+                tls = self._tls(verify)
+            except (ssl.SSLError, OSError) as exc:
+                # A client certificate or CA bundle that cannot be loaded: an
+                # operator's error that no retry mends (plain http is unaffected).
+                raise notifiers.DeliveryError(f"TLS setup failed: {exc}") from None
+        session = self._session(verify)
         try:
             async with session.post(
                 url,
@@ -260,6 +270,7 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
                 allow_redirects=False,
                 proxy=proxy.url if proxy else None,
                 proxy_headers=proxy.headers if proxy else None,
+                ssl=tls if tls is not None else True,
             ) as response:
                 status = response.status
                 if 200 <= status < 300:
