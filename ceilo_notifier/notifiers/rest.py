@@ -121,6 +121,12 @@ def _cause(exc: BaseException) -> str:
     return text
 
 
+def _peer_tls_alert(exc: BaseException) -> bool:
+    """True when the peer ended TLS with an alert (certificate required, unknown CA...)."""
+    inner = exc.__cause__ or getattr(exc, "os_error", None)
+    return isinstance(inner, ssl.SSLError) and "ALERT" in (inner.reason or "")
+
+
 def tls_context(conf: cfg.ConfigOpts, verify: bool) -> ssl.SSLContext:
     """The TLS settings of one profile: CA bundle, verification, client certificate."""
     opts = conf.alarm
@@ -293,6 +299,10 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         except aiohttp.InvalidURL as exc:
             raise notifiers.DeliveryError(f"invalid URL: {exc}") from None
         except (aiohttp.ClientError, OSError) as exc:
+            if _peer_tls_alert(exc):
+                # The webhook refused our certificate (or lack of one), after the
+                # handshake as TLS 1.3 does: its configuration, not an outage.
+                raise notifiers.DeliveryError(f"TLS error: {_cause(exc)}") from None
             raise notifiers.RetryableError(f"connection error: {_cause(exc)}") from None
         except ssl.SSLError as exc:
             raise notifiers.DeliveryError(f"TLS setup failed: {exc}") from None
