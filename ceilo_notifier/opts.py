@@ -364,7 +364,6 @@ METRICS_OPTS = [
 CATALOG_OPTS = [
     cfg.StrOpt(
         "region_name",
-        deprecated_opts=_aodh("region-name", "service_credentials"),
         help="Region of the service endpoints taken from the Keystone catalog.",
     ),
     cfg.StrOpt(
