@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 import uuid
 
-import oslo_messaging
 import pytest
 from oslo_config import cfg
 
@@ -87,39 +86,6 @@ def outcome(proc, alarm_id, text, timeout=15.0):
     pattern = rf"Alarm {re.escape(alarm_id)}{text}"
     assert proc.wait_for_log(pattern, timeout), proc.log()[-3000:]
     return re.search(pattern + r".*", proc.log())[0]
-
-
-@pytest.fixture
-def emit_alarm_update(rabbit_url):
-    """Emit alarm.update exactly as aodh's evaluator does (aodh/queue.py)."""
-    made = []
-
-    def emit(topic, actions, alarm_id):
-        conf = cfg.ConfigOpts()
-        conf([], default_config_files=[])
-        oslo_messaging.set_transport_defaults("aodh")
-        transport = oslo_messaging.get_notification_transport(conf, url=rabbit_url)
-        made.append(transport)
-        notifier = oslo_messaging.Notifier(
-            transport, driver="messagingv2", publisher_id="alarming.evaluator", topics=[topic]
-        )
-        payload = {
-            "actions": actions,
-            "alarm_id": alarm_id,
-            "alarm_name": "cpu-high",
-            "severity": "critical",
-            "previous": "ok",
-            "current": "alarm",
-            "reason": "Transition to alarm due to 3 samples outside threshold",
-            "reason_data": {"type": "threshold", "disposition": "outside", "count": 3},
-        }
-        notifier.sample({}, "alarm.update", payload)
-        return payload
-
-    yield emit
-    for transport in made:
-        transport.cleanup()
-    oslo_messaging.set_transport_defaults("openstack")
 
 
 class AodhService:
@@ -217,13 +183,13 @@ def test_client_certificate_and_key_are_presented(aodh, caster, mtls_webhook):
     assert ("email", "ceilo-notifier-client@example.org") in request.client_cert["subjectAltName"]
 
 
-def test_alarm_updates_on_aodhs_notifier_topic_are_delivered(aodh, emit_alarm_update, webhook):
+def test_alarm_updates_on_aodhs_notifier_topic_are_delivered(aodh, aodh_evaluator, webhook):
     assert (
         f"Listening for alarm.update notifications on exchange aodh, topic {aodh.aodh_topic}"
         in aodh.proc.log()
     )
     url = webhook.url("ok")
-    payload = emit_alarm_update(aodh.aodh_topic, [url], "aodh-topic")
+    payload = aodh_evaluator(aodh.aodh_topic)([url], "aodh-topic")
     (request,) = webhook.wait_for(url)
     assert request.json() == {k: v for k, v in payload.items() if k != "actions"}
     outcome(aodh.proc, "aodh-topic", r" delivered to ")

@@ -6,48 +6,7 @@ import sqlite3
 import time
 import uuid
 
-import oslo_messaging
-import pytest
-from oslo_config import cfg
-
 from tests.helpers import wait_until
-
-
-@pytest.fixture
-def aodh_evaluator(rabbit_url):
-    """Publishes exactly as aodh's evaluator does (aodh/queue.py)."""
-    made = []
-
-    def make(topic):
-        conf = cfg.ConfigOpts()
-        conf([], default_config_files=[])
-        oslo_messaging.set_transport_defaults("aodh")
-        transport = oslo_messaging.get_notification_transport(conf, url=rabbit_url)
-        conf.set_override("control_exchange", "aodh")
-        notifier = oslo_messaging.Notifier(
-            transport, driver="messagingv2", publisher_id="alarming.evaluator", topics=[topic]
-        )
-        made.append(transport)
-
-        def notify(actions, alarm_id, previous="ok", current="alarm"):
-            payload = {
-                "actions": actions,
-                "alarm_id": alarm_id,
-                "alarm_name": "cpu-high",
-                "severity": "moderate",
-                "previous": previous,
-                "current": current,
-                "reason": "Transition to alarm",
-                "reason_data": {"type": "threshold"},
-            }
-            notifier.sample({}, "alarm.update", payload)
-
-        return notify
-
-    yield make
-    for transport in made:
-        transport.cleanup()
-    oslo_messaging.set_transport_defaults("openstack")
 
 
 def listening(start_notifier, topic, **alarm):
