@@ -13,8 +13,10 @@ webhook can do to the service is bounded here:
   (``safety.SafeResolver``), and they are tried in order until one answers;
 * redirects are not followed.
 
-One aiohttp session (and connector) is kept per TLS profile: certificate
-verification on or off, since an action may override it.
+One aiohttp session (and connector) serves every request. The TLS context
+of each profile (certificate verification on or off, since an action may
+override it) is made on the first https request of that profile and passed
+with each request, so plain http never depends on the TLS files.
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         # The engine's deadline sits just past the client's own, which then
         # reports the timeout in its words; a token fetch fits in between.
         self.attempt_timeout = self.timeout + 1.0
-        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+        self._client: aiohttp.ClientSession | None = None
         self._contexts: dict[bool, ssl.SSLContext] = {}
         self.user_agent = f"ceilo-notifier/{version.version_string()}"
         self.signing_keys = [decode_signing_key(k) for k in opts.rest_notifier_signing_keys]
@@ -183,9 +185,9 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
             context = self._contexts[verify] = tls_context(self.conf, verify)
         return context
 
-    def _session(self, verify: bool) -> aiohttp.ClientSession:
-        """The session of a TLS profile, made on first use on the running loop."""
-        session = self._sessions.get(verify)
+    def _session(self) -> aiohttp.ClientSession:
+        """The session, made on first use on the running loop."""
+        session = self._client
         if session is None or session.closed:
             opts = self.conf.alarm
             connector = aiohttp.TCPConnector(
@@ -203,7 +205,7 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
                 trust_env=False,  # proxies are chosen by self.proxies, as requests would
                 skip_auto_headers=("Accept-Encoding",),
             )
-            self._sessions[verify] = session
+            self._client = session
         return session
 
     def headers(self, notification: AlarmNotification, body: bytes) -> dict[str, str]:
@@ -267,7 +269,7 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
                 # A client certificate or CA bundle that cannot be loaded: an
                 # operator's error that no retry mends (plain http is unaffected).
                 raise notifiers.DeliveryError(f"TLS setup failed: {exc}") from None
-        session = self._session(verify)
+        session = self._session()
         try:
             async with session.post(
                 url,
@@ -340,6 +342,6 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         return asyncio.run(once())
 
     async def close_async(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
+        session, self._client = self._client, None
+        if session is not None:
             await session.close()
