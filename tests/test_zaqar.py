@@ -138,6 +138,24 @@ def test_bad_actions_fail_with_one_line_and_the_rest_of_the_alarm_goes_out(
     assert "s3cret" not in caplog.text
 
 
+def test_a_subscriber_aimed_at_the_metadata_service_is_refused(run, zaqar):
+    """Zaqar would POST to it from inside the cloud: the same target safety as for
+    http:// actions, before any subscription is made."""
+    r = run(rest_notifier_allowed_networks="")  # the default policy: denied networks only
+    alarm_id = str(uuid.uuid4())
+    action = zaqar_action(
+        topic="meta",
+        subscriber=["mailto:ops@example.org", "http://user:pw@169.254.169.254/latest/meta-data/"],
+    )
+    (d,) = r.deliver([action], alarm_id=alarm_id)
+    assert d.outcome == events.FAILED and r.outcomes(d) == [events.FAILED]
+    assert "169.254.169.254" in d.error and "denied network 169.254.0.0/16" in d.error
+    assert "pw" not in d.error
+    queue = f"{alarm_id}-meta"
+    assert zaqar.subscriptions(zaqar.service_project_id, queue) == []
+    assert zaqar.messages(zaqar.service_project_id, queue) == []
+
+
 def test_a_topic_that_makes_too_long_a_queue_name_fails_clearly(run):
     r = run()
     (d,) = r.deliver([zaqar_action(topic="t" * 28)], alarm_id=str(uuid.uuid4()))

@@ -92,6 +92,31 @@ class AddressPolicy:
             return
         self.check(host, host.strip("[]"))
 
+    def check_name(self, host: str | None) -> None:
+        """Blocking: check every address ``host`` resolves to here.
+
+        For targets the service hands to another service rather than calling
+        itself (Zaqar's subscribers): that service resolves them again, so
+        this refuses what points inside, not every rebinding trick. A name
+        that does not resolve here is left to that service.
+        """
+        if not host:
+            return
+        bare = host.strip("[]")
+        try:
+            ipaddress.ip_address(bare.split("%", 1)[0])
+        except ValueError:
+            pass
+        else:
+            self.check(host, bare)
+            return
+        try:
+            infos = socket.getaddrinfo(bare, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return
+        for info in infos:
+            self.check(host, str(info[4][0]))
+
 
 class SafeResolver(aiohttp_abc.AbstractResolver):
     """aiohttp resolver that refuses a name unless every address it has is permitted.

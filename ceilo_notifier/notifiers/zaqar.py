@@ -17,7 +17,10 @@ Zaqar is found in the Keystone catalog (``[service_types] zaqar``, default
 bounds each one by ``[alarm] rest_notifier_timeout`` and keeps connections
 open; python-zaqarclient sets no timeout and opens a connection per request.
 A subscription that already exists (409) is fine: every transition of the
-alarm subscribes again, as aodh does, and still posts.
+alarm subscribes again, as aodh does, and still posts. Webhook subscribers
+pass the same target safety as http:// actions (``[alarm]
+rest_notifier_denied_networks``), since Zaqar will call them from inside the
+cloud; aodh did not check them.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from oslo_config import cfg
 
 from ceilo_notifier import keystone, masking, notifiers
 from ceilo_notifier.notification import AlarmNotification
+from ceilo_notifier.notifiers import safety
 from ceilo_notifier.notifiers import trust as trust_notifier
 
 API = "v2"
@@ -89,6 +93,9 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         super().__init__(conf)
         self.keystone = keystone.TrustTokens(conf, default_timeout=conf.alarm.rest_notifier_timeout)
+        self.policy = safety.AddressPolicy(
+            conf.alarm.rest_notifier_denied_networks, conf.alarm.rest_notifier_allowed_networks
+        )
         # Zaqar wants a Client-ID on every request; one per service process.
         self.client_id = str(uuid.uuid4())
         for logger in SIGNATURE_LOGGERS:
@@ -142,9 +149,11 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
             raise notifiers.DeliveryError(
                 f"{exc}: alarm id and topic make the queue name"
             ) from None
+        subscribers = list(dict.fromkeys(query.get("subscriber", [])))
+        self._check_subscribers(subscribers)
         attempt = self._attempt(self.keystone.service_auth)
         ttl = int(_one(query, "ttl") or DEFAULT_TTL)
-        for subscriber in dict.fromkeys(query.get("subscriber", [])):
+        for subscriber in subscribers:
             self.request(
                 attempt,
                 queue,
@@ -153,6 +162,24 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
                 ok_statuses=(409,),
             )
         return self.post(attempt, queue, notification)
+
+    def _check_subscribers(self, subscribers: list[str]) -> None:
+        """Refuse webhook subscribers inside the cloud (target safety, as for http://).
+
+        Zaqar, not this service, will POST to them, from inside the cloud and
+        on behalf of the service user: aodh let a tenant aim that at loopback
+        or the metadata service.
+        """
+        for subscriber in subscribers:
+            url = parse.urlsplit(subscriber)
+            if url.scheme.lower() not in ("http", "https"):
+                continue
+            try:
+                self.policy.check_name(url.hostname)
+            except safety.TargetDenied as exc:
+                raise notifiers.DeliveryError(
+                    f"subscriber {masking.mask_url(subscriber)} refused: {exc}"
+                ) from None
 
     def _attempt(self, get_auth, trust: str | None = None) -> _Attempt:
         """An auth plugin with its token and Zaqar's endpoint, or the delivery error."""
