@@ -135,7 +135,8 @@ def load_trust_auth(conf: cfg.ConfigOpts, trust_id: str) -> ka_plugin.BaseAuthPl
 
 
 class TrustTokens:
-    """Tokens of the service user for trusts, each cached until shortly before it expires.
+    """Tokens of the service user for trusts (and for itself), each cached until
+    shortly before it expires, and the catalog endpoints they carry.
 
     Thread-safe: keystoneauth serialises the authentication of one plugin, so
     many deliveries for one trust wait for a single token request.
@@ -168,7 +169,11 @@ class TrustTokens:
                 self._session = session
             return self._session
 
-    def _plugin(self, trust_id: str) -> ka_plugin.BaseAuthPlugin:
+    def auth(self, trust_id: str) -> ka_plugin.BaseAuthPlugin:
+        """The cached auth plugin of a trust, for requests through ``session``.
+
+        :raises NotConfigured: no auth_type, or one that cannot use a trust.
+        """
         with self._lock:
             auth = self._plugins.get(trust_id)
             if auth is not None:
@@ -179,13 +184,6 @@ class TrustTokens:
             while len(self._plugins) > MAX_CACHED_TRUSTS:
                 self._plugins.popitem(last=False)
             return auth
-
-    def auth(self, trust_id: str) -> ka_plugin.BaseAuthPlugin:
-        """The cached auth plugin of a trust, for requests through ``session``.
-
-        :raises NotConfigured: no auth_type, or one that cannot use a trust.
-        """
-        return self._plugin(trust_id)
 
     def service_auth(self) -> ka_plugin.BaseAuthPlugin:
         """The service user's own auth plugin (one, cached like the trusts').
@@ -226,7 +224,7 @@ class TrustTokens:
         :raises NotConfigured: and keystoneauth's exceptions, unchanged.
         """
         session = self.session
-        auth = self._plugin(trust_id)
+        auth = self.auth(trust_id)
         try:
             headers = session.get_auth_headers(auth=auth)
         except Exception:
