@@ -37,6 +37,14 @@ def alarm(actions: list, **fields) -> dict:
     return data
 
 
+def complete_lines(path: Path) -> list[str]:
+    """The lines another process has finished writing to ``path`` (none if it is absent)."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    return text[: text.rfind("\n") + 1].splitlines()
+
+
 def wait_until(
     predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
 ) -> object:

@@ -21,7 +21,7 @@ import pytest
 
 from ceilo_notifier import events
 from tests import hostile
-from tests.helpers import ROOT, alarm, free_port, install_package, wait_until
+from tests.helpers import ROOT, alarm, complete_lines, free_port, install_package, wait_until
 
 TIMED_OUT = re.compile(r"time(d)?[ -]?out|within \d+(\.\d+)? ?s", re.IGNORECASE)
 
@@ -237,7 +237,7 @@ def test_a_plugin_that_fails_oddly_fails_only_its_own_deliveries(
         time.sleep(0.3)  # casts are consumed in parallel: space them to fix their order
 
     def called() -> list[str]:
-        return calls.read_text().splitlines() if calls.exists() else []
+        return complete_lines(calls)
 
     # The good action, every time, and in order.
     got = webhook.wait_for(good, count=3, timeout=10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.helpers import ROOT, install_package, wait_until
+from tests.helpers import ROOT, complete_lines, install_package, wait_until
 
 EXAMPLES = ROOT / "examples"
 
@@ -13,6 +13,10 @@ EXAMPLES = ROOT / "examples"
 def install(example: str, tmp_path) -> dict[str, str]:
     """pip-install an example package of its own; the environment that sees it."""
     return install_package(EXAMPLES / example, tmp_path)
+
+
+def written_records(path) -> list[dict]:
+    return [json.loads(line) for line in complete_lines(path)]
 
 
 def test_third_party_plugin_is_installed_and_used_by_the_service(
@@ -33,9 +37,8 @@ def test_third_party_plugin_is_installed_and_used_by_the_service(
             "reason_data": {},
         }
     )
-    assert wait_until(out.exists, 10)
-    (line,) = out.read_text().splitlines()
-    record = json.loads(line)
+    assert wait_until(lambda: written_records(out), 10)
+    (record,) = written_records(out)
     assert record["alarm_id"] == "plugin-1" and record["reason"] == "disk full"
     assert record["request_id"].startswith("req-")
     assert webhook.wait_for(good)
@@ -65,11 +68,8 @@ def test_third_party_event_dispatcher_receives_every_event(
     )
     assert notifier.wait_for_log(r"Alarm jsonl-1: delivery to .* failed after 2 attempt")
 
-    def records():
-        return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-
-    assert wait_until(lambda: len(records()) >= 4, 10)
-    seen = sorted((r["outcome"], r["attempt"], r["level"]) for r in records())
+    assert wait_until(lambda: len(written_records(out)) >= 4, 10)
+    seen = sorted((r["outcome"], r["attempt"], r["level"]) for r in written_records(out))
     assert seen == [
         ("delivered", 1, "INFO"),
         ("dropped", 0, "ERROR"),
