@@ -166,6 +166,7 @@ def start_notifier(tmp_path, rabbit_url):
         started.append(proc)
         proc.config_path = config
         proc.host = sections["DEFAULT"]["host"]
+        proc.journal_url = sections["database"]["connection"]
         if ready:
             proc.wait_ready(workers=int(sections["DEFAULT"].get("workers", 1)))
         return proc

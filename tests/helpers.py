@@ -276,6 +276,21 @@ class NotifierProcess:
             self.stop(timeout=5)
             raise AssertionError(f"ceilo-notifier did not start:\n{self.log()}")
 
+    def wait_journaled(
+        self, alarm_id: str, state: str | None = None, timeout: float = 10.0
+    ) -> bool:
+        """Wait until the journal has committed a delivery of the alarm (in ``state``):
+        the log line comes first, the journal's writer commits after it."""
+        from ceilo_notifier import journal
+
+        reader = journal.Journal(self.journal_url, "tests/reader/0")
+        states = [state] if state else None
+        try:
+            found = wait_until(lambda: reader.find(alarm_id=alarm_id, states=states), timeout, 0.05)
+        finally:
+            reader.engine.dispose()
+        return bool(found)
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 

@@ -117,8 +117,7 @@ def aodh(tmp_path_factory, rabbit_url, tls):
     )
     proc = NotifierProcess(config, d / "aodh.log")
     try:
-        proc.wait_ready()
-        proc.wait_for_log(re.escape(proc.READY), 10, count=2)  # the second worker
+        proc.wait_ready(workers=2)  # [notifier] workers = 2
         yield AodhService(proc, config, rpc_topic, aodh_topic)
     finally:
         proc.stop(timeout=20)

@@ -35,7 +35,7 @@ def test_a_retrying_delivery_survives_kill_9_and_resumes(start_notifier, topic, 
     cast(caster, topic, url, "survivor")
     webhook.wait_for(url, 1)
     assert first.wait_for_log(r"Alarm survivor: attempt 1 .* retrying in 4\.\d s")
-    time.sleep(0.3)  # let the journal writer commit the retrying event
+    assert first.wait_journaled("survivor", "retrying")
     first.stop(signal.SIGKILL)
     assert len(webhook.requests_for(url)) == 1
 
@@ -51,7 +51,7 @@ def test_a_retrying_delivery_survives_kill_9_and_resumes(start_notifier, topic, 
     )
     assert requests[1].received - requests[0].received >= 3.9  # the Retry-After still held
     assert second.wait_for_log(r"Alarm survivor delivered .* attempt 2")
-    time.sleep(0.3)
+    assert second.wait_journaled("survivor", "delivered")
     history = manage(second.config_path, "history", "--alarm-id", "survivor", "--events")
     assert re.search(r"survivor\s+http://\S+\s+delivered\s+2\s+200", history.stdout), history
 
@@ -94,7 +94,8 @@ def test_manage_history_failed_replay_and_purge(start_notifier, topic, caster, w
     cast(caster, topic, flaky, "m-flaky")
     assert notifier.wait_for_log(r"Alarm m-flaky: delivery to .* failed after 1 attempt")
     assert notifier.wait_for_log(r"Alarm m-good delivered")
-    time.sleep(0.3)
+    assert notifier.wait_journaled("m-flaky", "failed")
+    assert notifier.wait_journaled("m-good", "delivered")
     config = notifier.config_path
 
     history = manage(config, "history")

@@ -84,22 +84,22 @@ def test_hosts_waiting_for_a_slot_are_served_in_turn(run, webhook):
 
 
 class _Slow(notifiers.AlarmNotifier):
-    """A blocking plugin whose attempts take half a second each."""
+    """A blocking plugin whose attempts take a second each."""
 
     def notify(self, action, notification):
-        time.sleep(0.5)
+        time.sleep(1.0)
         return None
 
 
 def test_a_blocking_attempt_has_its_whole_deadline_however_long_it_waited_for_a_thread(run):
-    """One plugin thread, a 1.2 s deadline and 0.5 s attempts: the third waits 1 s
+    """One plugin thread, a 2.5 s deadline and 1 s attempts: the third waits 2 s
     for the thread and is still not cut short, since its deadline counts from when
     it starts; the fourth, which would wait longer than a deadline, is retried."""
-    r = run(plugin_pool_size=1, plugin_timeout=1.2)
+    r = run(plugin_pool_size=1, plugin_timeout=2.5)
     r.engine.plugins["slow"] = _Slow(r.engine.conf)
-    deliveries = r.deliver([f"slow://host-{i}/" for i in range(4)], timeout=20)
+    deliveries = r.deliver([f"slow://host-{i}/" for i in range(4)], timeout=30)
     assert [d.outcome for d in deliveries] == [events.DELIVERED] * 4
     assert [r.outcomes(d) for d in deliveries[:3]] == [[events.DELIVERED]] * 3
     assert r.outcomes(deliveries[3]) == [events.RETRYING, events.DELIVERED]
     (busy,) = [e for e in r.events if e.outcome == events.RETRYING]
-    assert "all 1 plugin threads busy for 1.2 s" in busy.error
+    assert "all 1 plugin threads busy for 2.5 s" in busy.error

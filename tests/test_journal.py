@@ -233,9 +233,9 @@ def test_different_alarms_to_one_action_are_not_serialised(journaled, webhook):
     url = webhook.url("slow/0.5")
     deliveries = [run.cast(url, "alarm", f"parallel-{i}")[0] for i in range(6)]
     for d in deliveries:
-        assert d.wait(3)
+        assert d.wait(10)
     arrivals = sorted(r.received for r in webhook.requests_for(url))
-    assert arrivals[-1] - arrivals[0] < 0.4
+    assert arrivals[-1] - arrivals[0] < 1.5  # one after the other: 2.5 s or more
 
 
 def test_signed_requests_verify_with_standardwebhooks_for_every_key(journaled, webhook):

@@ -113,6 +113,9 @@ def test_bad_casts_are_rejected_with_one_line_and_the_service_carries_on(
     url = webhook.url("ok")
     client.cast(alarm([url]))
     assert webhook.wait_for(url)
+    for name, _, pattern in BAD_INPUTS:  # casts are handled in parallel
+        assert notifier.wait_for_log(pattern, 10), (name, notifier.log())
+    time.sleep(0.5)
     log = notifier.log()
     for name, _, pattern in BAD_INPUTS:
         assert len(re.findall(pattern, log)) == 1, (name, log)
@@ -211,7 +214,7 @@ def test_a_hung_webhook_delays_only_itself(start_notifier, topic, caster, webhoo
     start = time.monotonic()
     client.cast(alarm([hung_host.url("hang"), good], alarm_id="hung-beside-good"))
     webhook.wait_for(good, timeout=5)
-    assert webhook.requests_for(good)[0].received - start < 1.0
+    assert webhook.requests_for(good)[0].received - start < 2.0  # the hung one takes 5 s
 
 
 def test_many_alarms_to_a_hung_webhook_do_not_exhaust_the_pool(
