@@ -128,7 +128,7 @@ class JournalFirstServer(rpc_server.RPCServer):
         body = message.message
         return (
             self.endpoint is not None
-            and not message.msg_id
+            and not _wants_reply(message)
             and body.get("method") == "notify_alarm"
             and body.get("namespace") is None
             and version_is_compatible("1.0", body.get("version") or "1.0")
@@ -169,11 +169,19 @@ class JournalFirstServer(rpc_server.RPCServer):
             LOG.exception("A cast could not be handled")
             result = None
         message.acknowledge()
-        if message.msg_id:  # a call, not a cast: it wants its answer
+        if _wants_reply(message):
             try:
                 message.reply(result)
             except Exception:
                 LOG.exception("Replying to an RPC call failed")
+
+
+def _wants_reply(message) -> bool:
+    """A call, not a cast: its sender waits on a reply queue.
+
+    Not ``msg_id``: oslo.messaging gives every incoming message one, casts included.
+    """
+    return bool(getattr(message, "reply_q", None))
 
 
 def get_server(

@@ -1,0 +1,107 @@
+"""The RPC consumer on a real broker: casts handled in batches, calls answered."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import oslo_messaging
+import pytest
+
+from ceilo_notifier import rpc
+from ceilo_notifier.consumers import rpc as rpc_consumer
+from tests.conftest import Run
+from tests.helpers import alarm, wait_until
+
+
+@pytest.fixture
+def consumer(make_conf, rabbit_url, topic):
+    """Start and stop RPC servers of one host on the test's topic; records the batch
+    sizes the endpoint is handed."""
+    conf = make_conf(topic, transport_url=rabbit_url, alarm={"rest_notifier_timeout": 2})
+    conf.set_override("host", f"consumer-{uuid.uuid4().hex[:6]}")
+    run = Run(conf)
+    batches: list[int] = []
+    handle_many = run.endpoint.handle_many
+
+    def recorded(batch, strict=False):
+        batches.append(len(batch))
+        return handle_many(batch, strict)
+
+    run.endpoint.handle_many = recorded
+    transport = rpc.get_transport(conf)
+    servers = []
+
+    class Consumer:
+        def __init__(self):
+            self.run, self.batches, self.conf, self.transport = run, batches, conf, transport
+
+        def start(self):
+            server = rpc_consumer.get_server(
+                transport, rpc.get_target(conf, server=conf.host), run.endpoint
+            )
+            server.start()
+            servers.append(server)
+            return server
+
+        def stop(self, server):
+            server.stop()
+            server.wait()
+            servers.remove(server)
+
+    yield Consumer()
+    for server in servers:
+        server.stop()
+        server.wait()
+    run.engine.stop()
+    transport.cleanup()
+
+
+def test_casts_waiting_in_the_queue_are_accepted_and_acknowledged_in_batches(
+    consumer, caster, topic, webhook
+):
+    consumer.stop(consumer.start())  # the queues exist, nobody consumes them
+    client = caster(topic)
+    urls = [webhook.url("ok") for _ in range(120)]
+    for i, url in enumerate(urls):
+        client.cast(alarm([url], alarm_id=f"batched-{i}"))
+    server = consumer.start()
+    for url in urls:
+        assert webhook.wait_for(url), url
+    # Acknowledged: a server that starts after this one stopped gets none again.
+    consumer.stop(server)
+    consumer.start()
+    time.sleep(1)
+    assert [len(webhook.requests_for(url)) for url in urls] == [1] * 120
+    assert sum(consumer.batches) == 120
+    # Taken together, at most batch_size at a time, not one by one.
+    assert max(consumer.batches) > 1, consumer.batches
+    assert max(consumer.batches) <= consumer.conf.alarm.batch_size
+    assert len(consumer.batches) < 120 / 2, consumer.batches
+
+
+def test_transitions_of_one_alarm_in_one_batch_reach_the_receiver_in_order(
+    consumer, caster, topic, webhook
+):
+    consumer.stop(consumer.start())
+    client = caster(topic)
+    url = webhook.url("ok")
+    states = ["alarm", "ok", "alarm", "ok", "alarm"]
+    previous = "insufficient data"
+    for state in states:
+        client.cast(alarm([url], alarm_id="flapping", previous=previous, current=state))
+        previous = state
+    consumer.start()
+    assert wait_until(lambda: len(webhook.requests_for(url)) >= len(states), 10)
+    assert [r.json()["current"] for r in webhook.requests_for(url)] == states
+    assert max(consumer.batches) > 1, consumer.batches
+
+
+def test_a_notify_alarm_call_is_answered(consumer, webhook):
+    consumer.start()
+    client = oslo_messaging.get_rpc_client(
+        consumer.transport, rpc.get_target(consumer.conf), timeout=10
+    )
+    url = webhook.url("ok")
+    assert client.call({}, "notify_alarm", data=alarm([url], alarm_id="called")) is None
+    assert webhook.wait_for(url)
