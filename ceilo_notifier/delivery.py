@@ -30,6 +30,7 @@ class Delivery:
         "action",
         "masked_action",
         "url",
+        "host",
         "plugin",
         "attempt",
         "first_attempt",
@@ -57,6 +58,8 @@ class Delivery:
         self.action = action
         self.masked_action = masking.mask_url(action)
         self.url = url
+        # Deliveries with one host share that host's slots.
+        self.host = f"{url.scheme}://{url.hostname or ''}:{url.port or ''}"
         self.plugin = plugin
         self.attempt = attempt
         self.first_attempt: float | None = None
@@ -73,11 +76,6 @@ class Delivery:
     def key(self) -> tuple[str, str]:
         """Deliveries with one key keep their order and supersede each other."""
         return (self.notification.alarm_id, self.action)
-
-    @property
-    def host(self) -> str:
-        """Deliveries with one host share that host's slots."""
-        return f"{self.url.scheme}://{self.url.hostname or ''}:{self.url.port or ''}"
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the final outcome has been announced; True if it has."""

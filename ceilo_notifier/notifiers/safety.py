@@ -15,6 +15,7 @@ way may deliver it there.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -56,6 +57,8 @@ class AddressPolicy:
     def __init__(self, denied: Iterable[str], allowed: Iterable[str] = ()) -> None:
         self.denied = [ipaddress.ip_network(n, strict=False) for n in denied]
         self.allowed = [ipaddress.ip_network(n, strict=False) for n in allowed]
+        # The networks never change, and most alarms go to a few addresses.
+        self._verdict = functools.lru_cache(maxsize=4096)(self._judge)
 
     def _refusal(self, ip: IPAddress) -> str | None:
         if any(ip in net for net in self.allowed):
@@ -69,7 +72,13 @@ class AddressPolicy:
 
     def check(self, host: str, address: str) -> None:
         """Raise TargetDenied unless ``address`` (one of ``host``'s) is permitted."""
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        refusal = self._verdict(address.split("%", 1)[0])
+        if refusal is not None:
+            raise TargetDenied(f"{host} resolves to {refusal}")
+
+    def _judge(self, address: str) -> str | None:
+        """Why ``address`` is refused, or None."""
+        ip = ipaddress.ip_address(address)
         embedded = embedded_ipv4(ip)
         # A mapped or compatible address is the IPv4 one: judge that alone.
         if ip.version == 6 and (ip.ipv4_mapped or (embedded and ip in _IPV4_COMPATIBLE)):
@@ -79,8 +88,8 @@ class AddressPolicy:
         for form in forms:
             refusal = self._refusal(form)
             if refusal is not None:
-                via = "" if form == ip else f" (carried by {ip})"
-                raise TargetDenied(f"{host} resolves to {refusal}{via}")
+                return refusal if form == ip else f"{refusal} (carried by {ip})"
+        return None
 
     def check_literal(self, host: str | None) -> None:
         """Check a host given as an address literal; names are checked when resolved."""
