@@ -7,6 +7,7 @@ threads read its outcome once ``wait`` has returned.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import uuid
 from urllib import parse
@@ -19,6 +20,20 @@ _WAITERS_LOCK = threading.Lock()
 
 # Where a delivery is in the scheduler.
 QUEUED, RUNNING, WAITING, DONE = "queued", "running", "waiting", "done"
+
+
+def request_id_for(message_id: str | None, index: int) -> str | None:
+    """The request id of the ``index``-th action of the alarm a broker message carried.
+
+    Derived, not drawn: when the broker delivers a message again (its
+    consumer died before acknowledging it), its deliveries get the ids
+    they were journaled with, so they are recognised, and a receiver that
+    got one already can tell. None without a message id (a random one then).
+    """
+    if not message_id:
+        return None
+    digest = hashlib.sha256(f"{message_id}/{index}".encode()).digest()[:16]
+    return f"req-{uuid.UUID(bytes=digest, version=4)}"
 
 
 class Delivery:

@@ -30,7 +30,7 @@ from stevedore import extension
 
 from ceilo_notifier import announce, attempt, events, intake, notifiers, retry, scheduler
 from ceilo_notifier import delivery as delivery_mod
-from ceilo_notifier.delivery import Delivery
+from ceilo_notifier.delivery import Delivery, request_id_for
 from ceilo_notifier.journal import Journal, Record, is_outage
 from ceilo_notifier.notification import AlarmNotification
 
@@ -112,17 +112,46 @@ class Engine:
             message); otherwise log it and deliver anyway, since a delivery
             without a record beats none.
         """
-        deliveries = [
-            d
-            for notification, actions in alarms
-            for d in (self.checker.check(notification, a) for a in actions)
-            if d
-        ]
-        if self.journal is not None and deliveries and not self._record(deliveries, strict):
-            raise JournalUnavailable("stopping while the journal is unreachable")
+        deliveries = []
+        for notification, actions in alarms:
+            for i, action in enumerate(actions):
+                request_id = request_id_for(notification.message_id, i)
+                delivery = self.checker.check(notification, action, request_id)
+                if delivery is not None:
+                    deliveries.append(delivery)
+        if self.journal is not None and deliveries:
+            deliveries = self._not_journaled_yet(deliveries)
+            if deliveries and not self._record(deliveries, strict):
+                raise JournalUnavailable("stopping while the journal is unreachable")
         for delivery in deliveries:
             self.submit(delivery)
         return deliveries
+
+    def _not_journaled_yet(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """The deliveries of messages the broker delivered again, dropped when journaled.
+
+        A consumer that dies between the journal write and the
+        acknowledgement leaves its messages to the broker, which hands them
+        to another consumer: their deliveries are the journal's already
+        (resumed by a worker of the dead one's host, or taken over), so they
+        are not accepted twice.
+        """
+        if not any(d.notification.message_id for d in deliveries):
+            return deliveries
+        try:
+            known = self.journal.journaled(d.request_id for d in deliveries)
+        except Exception:  # the write that follows waits for the database, or refuses
+            return deliveries
+        for d in deliveries:
+            if d.request_id in known:
+                LOG.info(
+                    "Alarm %s: %s to %s is journaled already (the broker delivered its "
+                    "message again); not accepted twice",
+                    d.notification.alarm_id,
+                    d.request_id,
+                    d.masked_action,
+                )
+        return [d for d in deliveries if d.request_id not in known]
 
     def _record(self, deliveries: list[Delivery], strict: bool) -> bool:
         """Journal new deliveries; False when they must not be scheduled.

@@ -10,8 +10,9 @@ goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from oslo_config import cfg
@@ -133,12 +134,21 @@ class AlarmValidator:
         )
         return notification, list(actions)
 
-    def validate_many(self, batch: list[object]) -> list[tuple[AlarmNotification, list[object]]]:
-        """Every valid alarm of a batch; each invalid one is one log line."""
+    def validate_many(
+        self, batch: list[object], message_ids: Sequence[str | None] | None = None
+    ) -> list[tuple[AlarmNotification, list[object]]]:
+        """Every valid alarm of a batch; each invalid one is one log line.
+
+        ``message_ids`` (one per item of the batch) name the broker messages
+        that carried them.
+        """
         alarms = []
-        for data in batch:
+        for data, message_id in zip(batch, message_ids or [None] * len(batch), strict=True):
             try:
-                alarms.append(self.validate(data))
+                notification, actions = self.validate(data)
+                if message_id:
+                    notification = dataclasses.replace(notification, message_id=message_id)
+                alarms.append((notification, actions))
                 continue
             except InvalidAlarm as exc:
                 cause = str(exc)

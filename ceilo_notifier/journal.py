@@ -550,6 +550,15 @@ class Journal:
         with self.engine.connect() as conn:
             return [Record.from_row(r) for r in conn.execute(query)]
 
+    def journaled(self, request_ids: Iterable[str]) -> set[str]:
+        """Those of ``request_ids`` the journal already holds."""
+        ids = list(request_ids)
+        if not ids:
+            return set()
+        query = sa.select(deliveries.c.request_id).where(deliveries.c.request_id.in_(ids))
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
     def events_of(self, request_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(

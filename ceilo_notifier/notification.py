@@ -12,6 +12,9 @@ class AlarmNotification:
 
     ``request_id`` is set per action by the engine and stays the same on
     every retry of that delivery, so a receiver can de-duplicate.
+    ``message_id`` names the broker message that carried the transition; it
+    is the same when the broker delivers that message again, and the
+    request ids of its deliveries derive from it (not part of the body).
     """
 
     alarm_id: str
@@ -22,6 +25,7 @@ class AlarmNotification:
     alarm_name: str | None = None
     severity: str | None = None
     request_id: str | None = None
+    message_id: str | None = None
 
     def body(self) -> dict[str, Any]:
         """The JSON document webhooks receive."""

@@ -160,3 +160,36 @@ def test_kill_9_in_a_burst_loses_no_acknowledged_cast(start_notifier, topic, cas
     # In flight at the kill: at most per_host_concurrency, plus outcomes not yet journaled.
     assert repeated <= 40 + 20, f"{repeated} alarms delivered twice"
     assert second.alive()
+
+
+def test_a_cast_the_broker_delivers_again_is_not_delivered_again(
+    start_notifier, topic, caster, webhook, monkeypatch
+):
+    """The broker hands a cast to another consumer when the one that had it died
+    before acknowledging it (after the journal write): the cast's own id, which
+    the broker keeps, says it is journaled already. Here the same message is
+    sent twice, with the service restarted in between."""
+    from oslo_messaging._drivers import amqp as rpc_amqp
+
+    monkeypatch.setattr(
+        rpc_amqp, "_add_unique_id", lambda msg: msg.update({rpc_amqp.UNIQUE_ID: "c0ffee" * 5})
+    )
+    host = {"host": "again-host"}
+    url = webhook.url("ok")
+    first = start_notifier(topic, default=host, name="again")
+    cast(caster, topic, url, "redelivered")
+    (request,) = webhook.wait_for(url)
+    assert first.wait_journaled("redelivered", "delivered")
+    first.stop()
+    second = start_notifier(topic, default=host, name="again")
+    cast(caster, topic, url, "redelivered")
+    assert second.wait_for_log(
+        r"Alarm redelivered: req-\S+ to http://\S+ is journaled already \(the broker "
+        r"delivered its message again\); not accepted twice"
+    ), second.log()
+    time.sleep(1)
+    assert webhook.requests_for(url) == [request]
+    # The next cast, a message of its own, goes out.
+    monkeypatch.undo()
+    cast(caster, topic, url, "redelivered")
+    assert len(webhook.wait_for(url, 2)) == 2

@@ -231,3 +231,40 @@ def test_a_database_outage_loses_nothing_and_health_says_so(
         j.close()
     for url in before + during:
         assert len(webhook.requests_for(url)) == 1
+
+
+def test_a_message_the_broker_delivers_again_is_not_accepted_twice(journaled_on, webhook, caplog):
+    """A consumer that died before acknowledging leaves its messages to another one:
+    what it journaled is recognised by the message's id, on RPC and listener alike."""
+    from ceilo_notifier.consumers import notifications
+
+    caplog.set_level("INFO")
+    first, url = journaled_on(), webhook.url("ok")
+    data = helpers.alarm([url, "log://x"], alarm_id="again")
+    (d, _) = first.endpoint.handle_many([data], message_ids=["rpc:cafe"])
+    assert d.wait(10) and d.outcome == events.DELIVERED
+    # Another worker of the host, on the same journal, gets the message again.
+    second = journaled_on()
+    assert second.endpoint.handle_many([data], message_ids=["rpc:cafe"]) == []
+    assert len(second.backend.journal.find(alarm_id="again")) == 2
+    lines = [r.getMessage() for r in caplog.records if "journaled already" in r.getMessage()]
+    assert len(lines) == 2, lines  # one per action, each naming the alarm
+    assert all(line.startswith("Alarm again: req-") for line in lines), lines
+    assert any(d.request_id in line for line in lines), lines
+    assert len(webhook.requests_for(url)) == 1
+    # A message of its own (a new transition, the same alarm) is accepted.
+    (new, _) = second.endpoint.handle_many([data], message_ids=["rpc:beef"])
+    assert new.request_id != d.request_id and new.wait(10)
+    assert len(webhook.requests_for(url)) == 2
+
+    listener = notifications.AlarmUpdateEndpoint(second.endpoint, pool="p1")
+    message = {
+        "payload": helpers.alarm([url], alarm_id="again-n"),
+        "metadata": {"message_id": "m1"},
+    }
+    listener.sample([message])
+    listener.sample([message])
+    assert len(second.backend.journal.find(alarm_id="again-n")) == 1
+    # Another pool has a copy of its own to deliver.
+    notifications.AlarmUpdateEndpoint(second.endpoint, pool="p2").sample([message])
+    assert len(second.backend.journal.find(alarm_id="again-n")) == 2

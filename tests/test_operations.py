@@ -100,6 +100,20 @@ def test_a_fanout_cast_reaches_a_host_of_two_workers_once(start_notifier, topic,
     assert [len(webhook.requests_for(url)) for url in urls] == [1] * 5
 
 
+def test_a_fanout_cast_reaches_each_host_sharing_a_journal(
+    start_notifier, topic, caster, webhook, tmp_path
+):
+    """One message, one id, on every host's fanout queue: each host handles its copy."""
+    shared = {"database": {"connection": f"sqlite:///{tmp_path}/shared.sqlite"}}
+    start_notifier(topic, name="one", extra=shared)
+    start_notifier(topic, name="two", extra=shared)
+    url = webhook.url("ok")
+    caster(topic).cast(alarm([url], alarm_id="fan-shared"), fanout=True)
+    assert len(webhook.wait_for(url, 2)) == 2
+    time.sleep(1)
+    assert len(webhook.requests_for(url)) == 2
+
+
 def test_a_killed_worker_is_replaced_and_its_deliveries_resumed_at_once(
     start_notifier, topic, caster, webhook
 ):

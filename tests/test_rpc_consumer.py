@@ -24,9 +24,9 @@ def consumer(make_conf, rabbit_url, topic):
     batches: list[int] = []
     handle_many = run.endpoint.handle_many
 
-    def recorded(batch, strict=False):
+    def recorded(batch, strict=False, message_ids=None):
         batches.append(len(batch))
-        return handle_many(batch, strict)
+        return handle_many(batch, strict, message_ids)
 
     run.endpoint.handle_many = recorded
     transport = rpc.get_transport(conf)

@@ -29,12 +29,22 @@ REQUEUE_DELAY = 1.0
 class AlarmUpdateEndpoint:
     filter_rule = oslo_messaging.NotificationFilter(event_type=r"^alarm\.update$")
 
-    def __init__(self, endpoint: rpc.NotifierEndpoint) -> None:
+    def __init__(self, endpoint: rpc.NotifierEndpoint, pool: str | None = None) -> None:
         self.endpoint = endpoint
+        self.pool = pool or ""
+
+    def _message_id(self, message: dict) -> str | None:
+        """The notification's own id; each listener pool gets a copy to handle."""
+        message_id = (message.get("metadata") or {}).get("message_id")
+        return f"notification:{self.pool}:{message_id}" if message_id else None
 
     def sample(self, messages: list[dict]):
         try:
-            self.endpoint.handle_many([m["payload"] for m in messages], strict=True)
+            self.endpoint.handle_many(
+                [m["payload"] for m in messages],
+                strict=True,
+                message_ids=[self._message_id(m) for m in messages],
+            )
             return oslo_messaging.NotificationResult.HANDLED
         except JournalUnavailable as exc:
             cause = str(exc)
@@ -61,7 +71,7 @@ def get_listener(
     return oslo_messaging.get_batch_notification_listener(
         transport,
         [target],
-        [AlarmUpdateEndpoint(endpoint)],
+        [AlarmUpdateEndpoint(endpoint, opts.notification_listener_pool)],
         executor=executor,
         allow_requeue=True,
         pool=opts.notification_listener_pool,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Sequence
 
 import oslo_messaging
 from oslo_config import cfg
@@ -54,14 +55,21 @@ class NotifierEndpoint:
         """Validate and accept one alarm; returns the deliveries scheduled."""
         return self.handle_many([data], strict)
 
-    def handle_many(self, batch: list[object], strict: bool = False) -> list[Delivery]:
+    def handle_many(
+        self,
+        batch: list[object],
+        strict: bool = False,
+        message_ids: Sequence[str | None] | None = None,
+    ) -> list[Delivery]:
         """Validate every alarm, then accept the valid ones together.
 
         With ``strict``, a journal failure propagates (JournalUnavailable) and
         nothing is scheduled, so that the caller can requeue the messages
-        instead of acknowledging them.
+        instead of acknowledging them. ``message_ids`` name the broker
+        messages of the batch, so that one the broker delivers again is
+        recognised in the journal.
         """
-        alarms = self.validator.validate_many(batch)
+        alarms = self.validator.validate_many(batch, message_ids)
         if not alarms:
             return []
         try:
@@ -142,10 +150,25 @@ class JournalFirstServer(rpc_server.RPCServer):
             if not self._is_cast(message):
                 self._handle_one(message)
 
+    def _message_id(self, message) -> str | None:
+        """The cast's own id, which the broker keeps when it delivers it again.
+
+        A fanout cast reaches every host with one id: on the fanout queue it
+        is made the host's own, so that hosts sharing a journal each handle it.
+        """
+        unique_id = getattr(message, "unique_id", None)
+        if not unique_id:
+            return None
+        raw = getattr(message.message, "_raw_message", None)
+        exchange = (getattr(raw, "delivery_info", None) or {}).get("exchange") or ""
+        if exchange.endswith("_fanout"):
+            return f"rpc:{unique_id}@{self._target.server}"
+        return f"rpc:{unique_id}"
+
     def _handle_casts(self, casts) -> None:
         batch = [(m.message.get("args") or {}).get("data") for m in casts]
         try:
-            self.endpoint.handle_many(batch)
+            self.endpoint.handle_many(batch, message_ids=[self._message_id(m) for m in casts])
         except JournalUnavailable as exc:
             LOG.error("Journal unavailable (%s); %d cast(s) requeued", exc, len(casts))
             for message in casts:
