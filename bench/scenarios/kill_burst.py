@@ -165,8 +165,10 @@ class KillBurst(Scenario):
                 target.stop()
         sent_ok = {c[0] for c in casts if not c[3]}
         times: dict[str, int] = {}
+        request_ids: dict[str, set] = {}
         for rec in records:
             times[rec[2]] = times.get(rec[2], 0) + 1
+            request_ids.setdefault(rec[2], set()).add(rec[4] if len(rec) > 4 else None)
         lost = sorted(sent_ok - set(times))
         resumed = re.search(r"Resumed (\d+) unfinished deliveries", log_text)
         return {
@@ -183,6 +185,8 @@ class KillBurst(Scenario):
             "lost": len(lost),
             "lost_ids": lost[:20],
             "duplicated": sum(1 for v in times.values() if v > 1),
+            # what a receiver that de-duplicates by X-OpenStack-Request-Id still sees twice
+            "duplicated_under_new_ids": sum(1 for v in request_ids.values() if len(v) > 1),
             "deliveries": len(records),
             "most_deliveries_of_one_alarm": max(times.values(), default=0),
             "resumed_from_journal": int(resumed.group(1)) if resumed else None,
@@ -200,8 +204,8 @@ class KillBurst(Scenario):
         out["alarms"] = good[0]["alarms"]
         out["webhook_delay_s"] = good[0]["webhook_delay_s"]
         for key in ("lost", "duplicated", "deliveries", "requests_before_kill",
-                    "sent_before_kill"):  # fmt: skip
-            out[f"{key}_median"] = median([x[key] for x in good])
+                    "sent_before_kill", "duplicated_under_new_ids"):  # fmt: skip
+            out[f"{key}_median"] = median([x.get(key, 0) for x in good])
         out["rounds_ok"] = len(good)
         if len(good) < len(rounds):
             out["errors"] = [x["error"] for x in rounds if not ok(x)]
@@ -211,7 +215,8 @@ class KillBurst(Scenario):
     def brief(self, res: dict) -> str:
         if not ok(res):
             return super().brief(res)
-        return (f"{res['lost']} lost, {res['duplicated']} duplicated of {res['alarms']}, "
+        return (f"{res['lost']} lost, {res['duplicated']} duplicated of {res['alarms']} "
+                f"({res['duplicated_under_new_ids']} under a new request id), "
                 f"{res['deliveries']} deliveries ({res['requests_before_kill']} before the "
                 f"kill), resumed {res['resumed_from_journal']}")  # fmt: skip
 
@@ -234,6 +239,8 @@ class KillBurst(Scenario):
                          f"{v['lost_median']} / {v['duplicated_median']}"])  # fmt: skip
             rows.append([name, "kill -9 burst: lost / duplicated / deliveries, each round",
                          self.each(v)])  # fmt: skip
+            rows.append([name, "kill -9 burst: duplicated under a new request id (median)",
+                         v["duplicated_under_new_ids_median"]])  # fmt: skip
         return rows
 
     def verdicts(self, result: dict, results: dict) -> list[dict]:
@@ -255,7 +262,10 @@ class KillBurst(Scenario):
                 f"whole process tree killed {good[0]['killed_after_s']} s after the first "
                 f"alarm, {v['webhook_delay_s']:g} s webhook; requests that had reached the "
                 f"webhook before the kill: {[x['requests_before_kill'] for x in good]}; "
-                f"resumed from the journal after the restart: {resumed}; an earlier version "
-                f"of ceilo-notifier: {EARLIER}",
+                f"resumed from the journal after the restart: {resumed}; duplicated under a "
+                f"new request id (what a receiver de-duplicating by X-OpenStack-Request-Id "
+                f"still sees twice): {v['duplicated_under_new_ids_median']}"
+                + (f" (aodh: {aodh['duplicated_under_new_ids_median']})" if ok(aodh) else "")
+                + f"; an earlier version of ceilo-notifier: {EARLIER}",
             ))  # fmt: skip
         return out

@@ -155,8 +155,8 @@ class Target:
         return sink.count()
 
     def records(self, sink: SinkProc, prefix: str) -> list[list]:
-        """[[arrival, path, alarm_id, sent], ...] of the run's alarms."""
-        return [x[:4] for x in sink.records() if (x[2] or "").startswith(prefix)]
+        """[[arrival, path, alarm_id, sent, request_id], ...] of the run's alarms."""
+        return [x[:5] for x in sink.records() if (x[2] or "").startswith(prefix)]
 
     def wait_count(self, sink: SinkProc, n: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout
