@@ -214,8 +214,10 @@ def get_server(
     executor: str = "threading",
     fanout: bool = True,
 ) -> oslo_messaging.MessageHandlingServer:
+    # oslo.messaging warns whenever ``executor`` is passed; threading is its default.
+    chosen = {} if executor == "threading" else {"executor": executor}
     server = oslo_messaging.get_rpc_server(
-        transport, target, [endpoint], executor=executor, server_cls=JournalFirstServer
+        transport, target, [endpoint], server_cls=JournalFirstServer, **chosen
     )
     server.fanout = fanout
     server.endpoint = endpoint
