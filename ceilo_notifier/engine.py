@@ -120,8 +120,8 @@ class Engine:
                 if delivery is not None:
                     deliveries.append(delivery)
         if self.journal is not None and deliveries:
-            deliveries = self._not_journaled_yet(deliveries)
-            if deliveries and not self._record(deliveries, strict):
+            deliveries = self._record(self._not_journaled_yet(deliveries), strict)
+            if deliveries is None:
                 raise JournalUnavailable("stopping while the journal is unreachable")
         for delivery in deliveries:
             self.submit(delivery)
@@ -153,15 +153,18 @@ class Engine:
                 )
         return [d for d in deliveries if d.request_id not in known]
 
-    def _record(self, deliveries: list[Delivery], strict: bool) -> bool:
-        """Journal new deliveries; False when they must not be scheduled.
+    def _record(self, deliveries: list[Delivery], strict: bool) -> list[Delivery] | None:
+        """Journal new deliveries; those to schedule, or None when none may be.
 
         While the database is unreachable the write is retried (the consumer
         waits: consumption slows instead of acknowledged alarms going
         unrecorded), unless ``strict``, where the caller requeues instead. A
         row the database refuses for its content is delivered without a
-        record: losing it would be worse.
+        record: losing it would be worse. One refused because another
+        consumer journaled the same message in the meantime is not delivered.
         """
+        if not deliveries:
+            return deliveries
         rows = [d.journal_row() for d in deliveries]
         alarms = ", ".join(sorted({d.notification.alarm_id for d in deliveries}))
         delay, waited = 0.5, 0.0
@@ -170,12 +173,18 @@ class Engine:
                 self.journal.record_new(rows)
                 if waited:
                     LOG.warning("Alarm %s: journaled after %.0f s", alarms, waited)
-                return True
+                return deliveries
             except Exception as exc:
                 cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
                 if strict:
                     raise JournalUnavailable(f"{type(exc).__name__}: {cause}") from exc
                 if not is_outage(exc):
+                    unseen = self._not_journaled_yet(deliveries)
+                    if len(unseen) < len(deliveries):
+                        deliveries, rows = unseen, [d.journal_row() for d in unseen]
+                        if not deliveries:
+                            return deliveries
+                        continue
                     LOG.error(
                         "Alarm %s: the journal refused the record (%s); delivering %d "
                         "action(s) without one",
@@ -183,7 +192,7 @@ class Engine:
                         cause,
                         len(deliveries),
                     )
-                    return True
+                    return deliveries
                 if self._closed:
                     LOG.error(
                         "Alarm %s: journal unavailable (%s) while stopping; %d action(s) "
@@ -192,7 +201,7 @@ class Engine:
                         cause,
                         len(deliveries),
                     )
-                    return False
+                    return None
                 if not waited:
                     LOG.error(
                         "Alarm %s: journal unavailable (%s); retrying until it is back",

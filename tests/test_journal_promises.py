@@ -11,6 +11,7 @@ import time
 import urllib.request
 
 import pytest
+import sqlalchemy as sa
 
 from ceilo_notifier import events, journal
 from tests import helpers, pg
@@ -268,3 +269,58 @@ def test_a_message_the_broker_delivers_again_is_not_accepted_twice(journaled_on,
     # Another pool has a copy of its own to deliver.
     notifications.AlarmUpdateEndpoint(second.endpoint, pool="p2").sample([message])
     assert len(second.backend.journal.find(alarm_id="again-n")) == 2
+
+
+def test_a_message_another_consumer_journals_meanwhile_is_not_delivered_twice(
+    make_conf, pg_schema_url, webhook, caplog
+):
+    """Both consumers hold the message (the broker handed it on around a lost
+    connection): the other's row is not committed yet when this one looks, so
+    this one's insert waits for it on the request id and is then refused."""
+    from ceilo_notifier.delivery import request_id_for
+
+    caplog.set_level("INFO")
+    url = pg_schema_url
+    empty_journal(url)
+    journal.upgrade(url)
+    run = JournaledRun(make_conf(alarm={"rest_notifier_timeout": 2}), url)
+    other = sa.create_engine(url)
+    try:
+        target = webhook.url("ok")
+        now = datetime.datetime.now(datetime.timezone.utc)
+        row = {
+            **new_row(alarm_id="raced", action=target),
+            "request_id": request_id_for("rpc:raced", 0),
+            "notification": json.dumps({"alarm_id": "raced"}),
+            "state": "pending",
+            "attempts": 0,
+            "owner": "other-host/L/1",
+            "created_at": now,
+            "updated_at": now,
+        }
+        conn = other.connect()
+        held = conn.begin()
+        conn.execute(journal.deliveries.insert(), [row])
+        accepted: list = []
+        consumer = threading.Thread(
+            target=lambda: accepted.extend(
+                run.endpoint.handle_many(
+                    [helpers.alarm([target], alarm_id="raced")], message_ids=["rpc:raced"]
+                )
+            )
+        )
+        consumer.start()
+        time.sleep(1)
+        assert consumer.is_alive(), "the insert did not wait for the other consumer's"
+        held.commit()
+        conn.close()
+        consumer.join(10)
+        assert not consumer.is_alive() and accepted == []
+        time.sleep(0.5)
+        assert webhook.requests_for(target) == []
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("Alarm raced: req-" in m and "journaled already" in m for m in messages)
+        assert not [m for m in messages if "refused the record" in m], messages
+    finally:
+        other.dispose()
+        run.close()
