@@ -120,7 +120,7 @@ class Engine:
                 if delivery is not None:
                     deliveries.append(delivery)
         if self.journal is not None and deliveries:
-            deliveries = self._record(self._not_journaled_yet(deliveries), strict)
+            deliveries = self._record(deliveries, strict)
             if deliveries is None:
                 raise JournalUnavailable("stopping while the journal is unreachable")
         for delivery in deliveries:
@@ -134,13 +134,14 @@ class Engine:
         acknowledgement leaves its messages to the broker, which hands them
         to another consumer: their deliveries are the journal's already
         (resumed by a worker of the dead one's host, or taken over), so they
-        are not accepted twice.
+        are not accepted twice. Asked only once the journal refused their
+        rows: their request ids, derived from the message, are taken.
         """
         if not any(d.notification.message_id for d in deliveries):
             return deliveries
         try:
             known = self.journal.journaled(d.request_id for d in deliveries)
-        except Exception:  # the write that follows waits for the database, or refuses
+        except Exception:  # the caller's own error handling carries on
             return deliveries
         for d in deliveries:
             if d.request_id in known:
@@ -160,8 +161,8 @@ class Engine:
         waits: consumption slows instead of acknowledged alarms going
         unrecorded), unless ``strict``, where the caller requeues instead. A
         row the database refuses for its content is delivered without a
-        record: losing it would be worse. One refused because another
-        consumer journaled the same message in the meantime is not delivered.
+        record: losing it would be worse. One refused because its message
+        was journaled before (the broker delivered it again) is not delivered.
         """
         if not deliveries:
             return deliveries
@@ -176,8 +177,6 @@ class Engine:
                 return deliveries
             except Exception as exc:
                 cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-                if strict:
-                    raise JournalUnavailable(f"{type(exc).__name__}: {cause}") from exc
                 if not is_outage(exc):
                     unseen = self._not_journaled_yet(deliveries)
                     if len(unseen) < len(deliveries):
@@ -185,6 +184,9 @@ class Engine:
                         if not deliveries:
                             return deliveries
                         continue
+                if strict:
+                    raise JournalUnavailable(f"{type(exc).__name__}: {cause}") from exc
+                if not is_outage(exc):
                     LOG.error(
                         "Alarm %s: the journal refused the record (%s); delivering %d "
                         "action(s) without one",
