@@ -184,9 +184,8 @@ class Engine:
                         if not deliveries:
                             return deliveries
                         continue
-                if strict:
-                    raise JournalUnavailable(f"{type(exc).__name__}: {cause}") from exc
-                if not is_outage(exc):
+                    if strict:
+                        raise JournalUnavailable(f"{type(exc).__name__}: {cause}") from exc
                     LOG.error(
                         "Alarm %s: the journal refused the record (%s); delivering %d "
                         "action(s) without one",
@@ -195,6 +194,8 @@ class Engine:
                         len(deliveries),
                     )
                     return deliveries
+                if strict:
+                    raise JournalUnavailable(f"{type(exc).__name__}: {cause}") from exc
                 if self._closed:
                     LOG.error(
                         "Alarm %s: journal unavailable (%s) while stopping; %d action(s) "
