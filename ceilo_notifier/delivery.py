@@ -12,7 +12,7 @@ import threading
 import uuid
 from urllib import parse
 
-from ceilo_notifier import events, masking, notifiers
+from ceilo_notifier import events, masking, notifiers, shares
 from ceilo_notifier.notification import AlarmNotification
 
 # Guards the lazy creation of Delivery._done: few deliveries are ever waited for.
@@ -46,6 +46,7 @@ class Delivery:
         "masked_action",
         "url",
         "host",
+        "share",
         "plugin",
         "attempt",
         "first_attempt",
@@ -73,8 +74,9 @@ class Delivery:
         self.action = action
         self.masked_action = masking.mask_url(action)
         self.url = url
-        # Deliveries with one host share that host's slots.
         self.host = f"{url.scheme}://{url.hostname or ''}:{url.port or ''}"
+        # Deliveries of one share (shares.share_of) share its slots and its turn.
+        self.share = shares.share_of(url.hostname)
         self.plugin = plugin
         self.attempt = attempt
         self.first_attempt: float | None = None

@@ -117,10 +117,13 @@ ALARM_OPTS = CLIENT_OPTS + [
         "per_host_concurrency",
         default=256,
         min=1,
-        help="Attempts in flight at once to one webhook host (scheme, host "
-        "and port). Further deliveries to that host wait in its own line; "
-        "hosts with deliveries waiting are served in turn, so a dead host "
-        "holds at most this many slots, each for at most "
+        help="Attempts in flight at once to one share of the delivery "
+        "capacity: every name of one registrable domain (hooks.example.org "
+        "and a1.example.org share example.org, whatever the scheme and "
+        "port), one IPv4 address, or one IPv6 /64. Further deliveries to "
+        "that share wait in its own line; shares with deliveries waiting are "
+        "served in turn, so a dead host, or a tenant writing thousands of "
+        "subdomains, holds at most this many slots, each for at most "
         "rest_notifier_timeout. Keep it well below dispatch_pool_size.",
     ),
     cfg.IntOpt(

@@ -6,11 +6,13 @@ Four rules, all kept by one object that only the engine's event loop touches
 * **ordering and supersession** — deliveries of one alarm to one action go
   one at a time, in order; one waiting for its retry is superseded (not sent)
   when a newer transition of that alarm reaches the same action;
-* **per-host cap** — at most ``per_host_concurrency`` attempts to one host
-  (scheme, host and port) at once, so a dead host holds only its share;
+* **per-share cap** — at most ``per_host_concurrency`` attempts to one share
+  (``shares.share_of``: a registrable domain, an IPv4 address, an IPv6 /64)
+  at once, so a dead host holds only its share, and a tenant who writes
+  ``a1.evil.example``, ``a2.evil.example``… still holds only one;
 * **pool cap** — at most ``dispatch_pool_size`` attempts in all;
-* **fairness** — hosts with deliveries waiting for a slot are served
-  round-robin, so a host with thousands queued does not starve one with a
+* **fairness** — shares with deliveries waiting for a slot are served
+  round-robin, so one with thousands queued does not starve one with a
   single alarm.
 
 Retry timing lives here too: a delivery whose attempt failed waits on the
@@ -37,7 +39,7 @@ class _KeyLine:
         self.pending: collections.deque[Delivery] = collections.deque()
 
 
-class _HostLine:
+class _ShareLine:
     __slots__ = ("active", "waiting", "in_ring")
 
     def __init__(self) -> None:
@@ -63,7 +65,7 @@ class Scheduler:
         self._start = start
         self._supersede = supersede
         self._keys: dict[tuple[str, str], _KeyLine] = {}
-        self._hosts: dict[str, _HostLine] = {}
+        self._shares: dict[str, _ShareLine] = {}
         self._ring: collections.deque[str] = collections.deque()
         self.running = 0
         self.stopping = False
@@ -136,21 +138,21 @@ class Scheduler:
 
     def _enqueue(self, delivery: Delivery) -> None:
         delivery.state = delivery_mod.QUEUED
-        host = self._hosts.get(delivery.host)
+        host = self._shares.get(delivery.share)
         if host is None:
-            host = self._hosts[delivery.host] = _HostLine()
+            host = self._shares[delivery.share] = _ShareLine()
         host.waiting.append(delivery)
         if not host.in_ring and host.active < self.per_host:
             host.in_ring = True
-            self._ring.append(delivery.host)
+            self._ring.append(delivery.share)
         self._pump()
 
     def _pump(self) -> None:
-        """Give free slots to waiting deliveries, one host at a time in turn."""
-        ring, hosts = self._ring, self._hosts
+        """Give free slots to waiting deliveries, one share at a time in turn."""
+        ring, shares = self._ring, self._shares
         while ring and self.running < self.pool_size and not self.stopping:
             name = ring.popleft()
-            host = hosts[name]
+            host = shares[name]
             delivery = host.waiting.popleft()
             host.active += 1
             self.running += 1
@@ -162,15 +164,15 @@ class Scheduler:
             self._start(delivery)
 
     def _release(self, delivery: Delivery) -> None:
-        host = self._hosts[delivery.host]
+        host = self._shares[delivery.share]
         host.active -= 1
         self.running -= 1
         if host.waiting:
             if not host.in_ring:
                 host.in_ring = True
-                self._ring.append(delivery.host)
+                self._ring.append(delivery.share)
         elif host.active == 0:
-            del self._hosts[delivery.host]
+            del self._shares[delivery.share]
 
     def _next_of_key(self, delivery: Delivery) -> None:
         line = self._keys.get(delivery.key)

@@ -65,7 +65,7 @@ def test_intake_slows_down_instead_of_holding_more_than_max_pending(run, webhook
 
 def test_hosts_waiting_for_a_slot_are_served_in_turn(run, webhook):
     """One host with a long line does not starve another once the pool is full."""
-    busy = helpers.Webhook()
+    busy = helpers.Webhook(host="127.0.0.2")
     try:
         r = run(dispatch_pool_size=2, per_host_concurrency=2)
         crowd = [busy.url("slow/0.5") for _ in range(10)]

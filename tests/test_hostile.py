@@ -154,7 +154,8 @@ def test_endless_bodies_do_not_grow_the_service(start_notifier, topic, caster, w
 
 
 def test_dead_hosts_do_not_delay_healthy_alarms(start_notifier, topic, caster, webhook):
-    dead = [hostile.Blackhole(), hostile.Blackhole()]
+    # Hosts of their own: deliveries to one address share its slots, whatever the port.
+    dead = [hostile.Blackhole("127.0.0.2"), hostile.Blackhole("127.0.0.3")]
     try:
         notifier = start_notifier(
             topic, alarm={"rest_notifier_timeout": 30, "rest_notifier_max_retries": 0}
