@@ -103,3 +103,45 @@ def test_a_blocking_attempt_has_its_whole_deadline_however_long_it_waited_for_a_
     assert r.outcomes(deliveries[3]) == [events.RETRYING, events.DELIVERED]
     (busy,) = [e for e in r.events if e.outcome == events.RETRYING]
     assert "all 1 plugin threads busy for 2.5 s" in busy.error
+
+
+class _Receivers(notifiers.AlarmNotifier):
+    """Async receivers that answer after a while; counts attempts in flight per domain."""
+
+    def __init__(self, conf, seconds=0.5):
+        super().__init__(conf)
+        self.seconds = seconds
+        self.in_flight: dict[str, int] = {}
+        self.most: dict[str, int] = {}
+        self.started: dict[str, float] = {}
+
+    async def notify_async(self, action, notification):
+        import asyncio
+
+        domain = ".".join(action.hostname.split(".")[-2:])
+        self.started.setdefault(action.hostname, time.monotonic())
+        self.in_flight[domain] = self.in_flight.get(domain, 0) + 1
+        self.most[domain] = max(self.most.get(domain, 0), self.in_flight[domain])
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.in_flight[domain] -= 1
+        return 200
+
+
+def test_wildcard_subdomains_of_one_tenant_take_one_share(run):
+    """200 names under one registrable domain, on as many ports, hold no more slots than
+    one host would, and another tenant's alarm is served at once behind them."""
+    r = run(dispatch_pool_size=16, per_host_concurrency=4)
+    receivers = r.engine.plugins["fair"] = _Receivers(r.engine.conf)
+    for n in range(2):  # max_actions is 100 an alarm
+        crowd = [f"fair://a{n}-{i}.evil.example:{1000 + i}/hook" for i in range(100)]
+        r.endpoint.handle(helpers.alarm(crowd, alarm_id=f"flood-{n}"))
+    assert helpers.wait_until(lambda: receivers.most.get("evil.example") == 4, 5)
+    start = time.monotonic()
+    (lone,) = r.deliver(["fair://hooks.other.example/hook"], alarm_id="lone")
+    assert lone.outcome == events.DELIVERED
+    # Keyed on the name as written, 200 names would take all 16 slots for 0.5 s a round.
+    assert receivers.started["hooks.other.example"] - start < 0.4
+    assert receivers.most["evil.example"] == 4
+    assert sum(receivers.in_flight.values()) <= 4  # the other 12 slots stayed free
