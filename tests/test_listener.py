@@ -67,3 +67,14 @@ def test_a_batch_is_requeued_while_the_journal_cannot_be_written(
     assert wait_until(lambda: "Alarm requeued delivered" in notifier.log(), 5)
     time.sleep(1)
     assert len(webhook.requests_for(url)) == 1
+
+
+def test_batch_timeout_zero_does_not_wait_for_a_full_batch(
+    start_notifier, topic, aodh_evaluator, webhook
+):
+    _, aodh_topic = listening(start_notifier, topic, batch_size=100, batch_timeout=0)
+    url = webhook.url("ok")
+    started = time.monotonic()
+    aodh_evaluator(aodh_topic)([url], "lone-notification")
+    assert webhook.wait_for(url, timeout=5), "a lone notification waited for a full batch"
+    assert time.monotonic() - started < 5

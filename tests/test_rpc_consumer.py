@@ -105,3 +105,13 @@ def test_a_notify_alarm_call_is_answered(consumer, webhook):
     url = webhook.url("ok")
     assert client.call({}, "notify_alarm", data=alarm([url], alarm_id="called")) is None
     assert webhook.wait_for(url)
+
+
+def test_batch_timeout_zero_does_not_wait_for_a_full_batch(start_notifier, caster, topic, webhook):
+    """0 means "do not wait": a lone cast is not held back until 100 others come."""
+    start_notifier(topic, alarm={"batch_size": 100, "batch_timeout": 0})
+    url = webhook.url("ok")
+    started = time.monotonic()
+    caster(topic).cast(alarm([url], alarm_id="lone-cast"))
+    assert webhook.wait_for(url, timeout=5), "a lone cast waited for a full batch"
+    assert time.monotonic() - started < 5

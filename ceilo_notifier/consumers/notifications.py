@@ -76,5 +76,5 @@ def get_listener(
         allow_requeue=True,
         pool=opts.notification_listener_pool,
         batch_size=opts.batch_size,
-        batch_timeout=opts.batch_timeout,
+        batch_timeout=rpc.batch_wait(opts.batch_timeout),
     )

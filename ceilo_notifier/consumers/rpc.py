@@ -34,6 +34,14 @@ from ceilo_notifier.engine import Engine, JournalUnavailable
 LOG = log.getLogger(__name__)
 
 CAST_BATCH_WAIT = 0.02
+# What "do not wait" (``[alarm] batch_timeout = 0``) becomes: oslo.messaging
+# reads a batch timeout of 0 as none at all, waiting for a full batch for ever.
+NO_BATCH_WAIT = 0.01
+
+
+def batch_wait(seconds: float) -> float:
+    """The batch timeout to hand oslo.messaging for ``seconds`` (0: do not wait)."""
+    return max(seconds, NO_BATCH_WAIT)
 
 
 class NotifierEndpoint:
@@ -107,7 +115,7 @@ class JournalFirstServer(rpc_server.RPCServer):
 
     fanout = True
     batch_size = 1
-    batch_timeout: float | None = None
+    batch_timeout = CAST_BATCH_WAIT
     endpoint: NotifierEndpoint | None = None
 
     def _create_listener(self):
@@ -224,7 +232,7 @@ def get_server(
     server.batch_size = endpoint.batch_size
     # A cast waits at most this long for company: batches fill at once under
     # load, and a lone cast is not held back.
-    server.batch_timeout = min(endpoint.batch_timeout, CAST_BATCH_WAIT) or None
+    server.batch_timeout = batch_wait(min(endpoint.batch_timeout, CAST_BATCH_WAIT))
     return server
 
 
