@@ -40,6 +40,11 @@ def alarm_label(data: object) -> str:
     return "<unknown>"
 
 
+def unreadable(exc: Exception) -> str:
+    """The cause of a rejection for an unexpected error reading what a caller sent."""
+    return f"unreadable ({type(exc).__name__}: {exc})"
+
+
 class AlarmValidator:
     """Turns the ``data`` of a cast into an AlarmNotification and its actions."""
 
@@ -153,7 +158,7 @@ class AlarmValidator:
             except InvalidAlarm as exc:
                 cause = str(exc)
             except Exception as exc:
-                cause = f"unreadable ({type(exc).__name__}: {exc})"
+                cause = unreadable(exc)
             LOG.error("Alarm %s: notification rejected: %s", alarm_label(data), cause)
         return alarms
 

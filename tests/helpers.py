@@ -350,3 +350,48 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def assert_one_line_each(log: str, needles) -> None:
+    """Each needle is in exactly one line of a service's log, and no traceback is there."""
+    lines = log.splitlines()
+    for needle in needles:
+        assert len([line for line in lines if needle in line]) == 1, needle
+    assert "Traceback" not in log
+
+
+def queues_drained(rabbit_url: str, prefix: str, timeout: float = 10.0) -> bool:
+    """Wait until the queues whose name starts with prefix hold no message, ready or not."""
+    return bool(
+        wait_until(lambda: set(queue_counts(rabbit_url, prefix).values()) == {(0, 0)}, timeout)
+    )
+
+
+def publish_raw(rabbit_url: str, exchange: str, routing_key: str, messages: list[object]) -> None:
+    """Publish oslo.messaging envelopes of any content, as a broken or hostile sender could."""
+    import kombu
+
+    with kombu.Connection(rabbit_url.replace("rabbit://", "amqp://", 1)) as conn:
+        producer = conn.Producer()
+        for message in messages:
+            envelope = {"oslo.version": "2.0", "oslo.message": json.dumps(message)}
+            producer.publish(envelope, exchange=exchange, routing_key=routing_key, declare=[])
+
+
+def queue_counts(rabbit_url: str, prefix: str) -> dict[str, tuple[int, int]]:
+    """Messages ready and unacknowledged in the broker's queues whose name starts with prefix."""
+    vhost = parse.unquote(parse.urlsplit(rabbit_url).path.lstrip("/")) or "/"
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers"]
+        + ["name", "messages_ready", "messages_unacknowledged"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    counts = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0].startswith(prefix):
+            counts[fields[0]] = (int(fields[1]), int(fields[2]))
+    return counts

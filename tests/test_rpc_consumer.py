@@ -11,7 +11,14 @@ import pytest
 from ceilo_notifier import rpc
 from ceilo_notifier.consumers import rpc as rpc_consumer
 from tests.conftest import Run
-from tests.helpers import alarm, wait_until
+from tests.helpers import (
+    alarm,
+    assert_one_line_each,
+    publish_raw,
+    queue_counts,
+    queues_drained,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -115,3 +122,42 @@ def test_batch_timeout_zero_does_not_wait_for_a_full_batch(start_notifier, caste
     caster(topic).cast(alarm([url], alarm_id="lone-cast"))
     assert webhook.wait_for(url, timeout=5), "a lone cast waited for a full batch"
     assert time.monotonic() - started < 5
+
+
+def _cast(data: object, **fields) -> dict:
+    """A notify_alarm cast as oslo.messaging's RPC client writes it, fields replaced."""
+    body = {"method": "notify_alarm", "namespace": None, "version": "1.0", "args": {"data": data}}
+    return {**body, "_unique_id": uuid.uuid4().hex, **fields}
+
+
+def test_each_unreadable_cast_is_one_line_and_its_neighbours_go_on(
+    start_notifier, caster, topic, webhook, rabbit_url
+):
+    """Bad casts in the middle of a batch: each is logged and acknowledged alone."""
+    start_notifier(topic).stop()  # the queues exist, nobody consumes them
+    urls = [webhook.url("ok") for _ in range(6)]
+    bad = {
+        "args is a list, not a dict": _cast(None, args=[1]),
+        "data is a int, not a dict": _cast(5),
+        "version is not a version number": _cast(alarm([urls[0]], alarm_id="bad-v"), version=7),
+    }
+    messages = [_cast(alarm([url], alarm_id=f"good-{i}")) for i, url in enumerate(urls[1:4])]
+    messages[1:1] = list(bad.values())
+    messages.insert(3, [1, 2])  # not even a dict
+    publish_raw(rabbit_url, "openstack", topic, messages)
+    client = caster(topic)
+    for i, url in enumerate(urls[4:]):
+        client.cast(alarm([url], alarm_id=f"cast-{i}"))
+
+    started = time.monotonic()
+    notifier = start_notifier(topic, alarm={"batch_size": 50})
+    for url in urls[1:]:
+        assert webhook.wait_for(url, timeout=10), url
+    assert time.monotonic() - started < 15
+    assert webhook.requests_for(urls[0]) == []  # the cast of unknown version is not delivered
+    log = notifier.log()
+    assert_one_line_each(log, [*bad, "the message is not a dict"])
+    assert "Alarm bad-v: cast rejected: version is not a version number" in log
+    # Nothing is left in the queues, acknowledged or not.
+    assert queues_drained(rabbit_url, topic), queue_counts(rabbit_url, topic)
+    assert notifier.alive()

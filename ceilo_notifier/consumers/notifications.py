@@ -16,7 +16,10 @@ import time
 import oslo_messaging
 from oslo_config import cfg
 from oslo_log import log
+from oslo_messaging.notify import dispatcher as notify_dispatcher
+from oslo_messaging.notify import listener as notify_listener
 
+from ceilo_notifier import intake
 from ceilo_notifier.consumers import rpc
 from ceilo_notifier.engine import JournalUnavailable
 
@@ -60,6 +63,33 @@ class AlarmUpdateEndpoint:
         return oslo_messaging.NotificationResult.REQUEUE
 
 
+class JudgingListener(notify_listener.BatchNotificationServer):
+    """oslo.messaging's batch notification server, reading each message alone first.
+
+    Its dispatcher reads a whole batch in one go: a message it cannot read
+    (a priority that is not a string, a body that is not a dict) raised for
+    the batch, and the whole batch was requeued, again and again, its good
+    messages with it. Such a message is one log line and acknowledged.
+    """
+
+    def _process_incoming(self, incoming):
+        readable = []
+        for message in incoming:
+            try:
+                self.dispatcher._extract_user_message(message)
+                readable.append(message)
+                continue
+            except Exception as exc:
+                cause = intake.unreadable(exc)
+            # Logged outside the handler: oslo.log would add the exception again.
+            body = getattr(message, "message", None)
+            payload = body.get("payload") if isinstance(body, dict) else None
+            LOG.error("Alarm %s: notification rejected: %s", intake.alarm_label(payload), cause)
+            message.acknowledge()
+        if readable:
+            super()._process_incoming(readable)
+
+
 def get_listener(
     conf: cfg.ConfigOpts,
     transport: oslo_messaging.Transport,
@@ -68,10 +98,15 @@ def get_listener(
 ) -> oslo_messaging.MessageHandlingServer:
     opts = conf.alarm
     target = oslo_messaging.Target(topic=opts.notifier_topic, exchange=opts.notifier_exchange)
-    return oslo_messaging.get_batch_notification_listener(
+    rpc.log_bodies_that_are_not_dicts_in_one_line()
+    # What oslo_messaging.get_batch_notification_listener builds, with the server above.
+    dispatcher = notify_dispatcher.BatchNotificationDispatcher(
+        [AlarmUpdateEndpoint(endpoint, opts.notification_listener_pool)], None
+    )
+    return JudgingListener(
         transport,
         [target],
-        [AlarmUpdateEndpoint(endpoint, opts.notification_listener_pool)],
+        dispatcher,
         executor=executor,
         allow_requeue=True,
         pool=opts.notification_listener_pool,

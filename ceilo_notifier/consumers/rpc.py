@@ -15,13 +15,14 @@ composed differently, not a consumer written by hand.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from collections.abc import Sequence
 
 import oslo_messaging
 from oslo_config import cfg
 from oslo_log import log
-from oslo_messaging._drivers import amqpdriver
+from oslo_messaging._drivers import amqpdriver, impl_rabbit
 from oslo_messaging._drivers import base as driver_base
 from oslo_messaging._drivers import common as driver_common
 from oslo_messaging._utils import version_is_compatible
@@ -42,6 +43,13 @@ NO_BATCH_WAIT = 0.01
 def batch_wait(seconds: float) -> float:
     """The batch timeout to hand oslo.messaging for ``seconds`` (0: do not wait)."""
     return max(seconds, NO_BATCH_WAIT)
+
+
+class BadMessage(ValueError):
+    """A message that no handler can read; the text says why."""
+
+
+NOT_A_CAST = object()
 
 
 class NotifierEndpoint:
@@ -89,6 +97,40 @@ class NotifierEndpoint:
             return []
 
 
+class _NotADictLine(logging.Filter):
+    """One line, not a traceback, for a message whose body is not a dict.
+
+    oslo.messaging's rabbit driver cannot even build such a message: it logs
+    the traceback of that and rejects it (the broker drops it).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info
+        if (
+            str(record.msg).startswith("Failed to process message")
+            and exc
+            and exc[2] is not None
+            and _raised_building_a_message(exc[2])
+        ):
+            record.msg = "Alarm <unknown>: message rejected: the message is not a dict (%s: %s)"
+            record.args = (exc[0].__name__, exc[1])
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _raised_building_a_message(tb) -> bool:
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return code.co_name == "__init__" and code.co_filename.endswith("impl_rabbit.py")
+
+
+def log_bodies_that_are_not_dicts_in_one_line() -> None:
+    logger = getattr(impl_rabbit.LOG, "logger", impl_rabbit.LOG)
+    if not any(isinstance(f, _NotADictLine) for f in logger.filters):
+        logger.addFilter(_NotADictLine())
+
+
 class _AckWhenToldListener(amqpdriver.AMQPListener):
     """The RPC queues' listener, with messages that are acknowledged when told.
 
@@ -129,6 +171,7 @@ class JournalFirstServer(rpc_server.RPCServer):
         target = self._target
         if not (target.topic and target.server):
             raise oslo_messaging.InvalidTarget("a server needs a topic and a server", target)
+        log_bodies_that_are_not_dicts_in_one_line()
         conn = driver._get_connection(driver_common.PURPOSE_LISTEN)
         listener = _AckWhenToldListener(driver, conn)
         exchange = driver._get_exchange(target)
@@ -140,23 +183,59 @@ class JournalFirstServer(rpc_server.RPCServer):
             conn.declare_fanout_consumer(target.topic, listener)
         return driver_base.PollStyleListenerAdapter(listener, self.batch_size, self.batch_timeout)
 
-    def _is_cast(self, message) -> bool:
+    def _cast_data(self, message) -> object:
+        """The ``data`` of a ``notify_alarm`` cast, handled in batches here;
+        ``NOT_A_CAST`` for any other message, dispatched as oslo.messaging would.
+
+        :raises BadMessage: for a message that no handler can read.
+        """
         body = message.message
-        return (
-            self.endpoint is not None
-            and not _wants_reply(message)
-            and body.get("method") == "notify_alarm"
-            and body.get("namespace") is None
-            and version_is_compatible("1.0", body.get("version") or "1.0")
-        )
+        if not isinstance(body, dict):
+            raise BadMessage(f"the message is a {type(body).__name__}, not a dict")
+        if (
+            self.endpoint is None
+            or _wants_reply(message)
+            or body.get("method") != "notify_alarm"
+            or body.get("namespace") is not None
+        ):
+            return NOT_A_CAST
+        args = body.get("args")
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise BadMessage(f"args is a {type(args).__name__}, not a dict")
+        version = body.get("version") or "1.0"
+        try:
+            compatible = version_is_compatible("1.0", version)
+        except (AttributeError, TypeError, ValueError):
+            raise BadMessage("version is not a version number") from None
+        return args.get("data") if compatible else NOT_A_CAST
 
     def _process_incoming(self, incoming):
-        casts = [m for m in incoming if self._is_cast(m)]
-        if casts:
-            self._handle_casts(casts)
+        # Each message is judged alone: one that cannot be read is one log
+        # line and acknowledged, and its neighbours go on.
+        casts, batch, others = [], [], []
         for message in incoming:
-            if not self._is_cast(message):
-                self._handle_one(message)
+            cause = None
+            try:
+                data = self._cast_data(message)
+            except BadMessage as exc:
+                cause = str(exc)
+            except Exception as exc:
+                cause = intake.unreadable(exc)
+            if cause is not None:
+                # Logged outside the handler: oslo.log would add the exception again.
+                LOG.error("Alarm %s: cast rejected: %s", _alarm_label(message), cause)
+                message.acknowledge()
+            elif data is NOT_A_CAST:
+                others.append(message)
+            else:
+                casts.append(message)
+                batch.append(data)
+        if casts:
+            self._handle_casts(casts, batch)
+        for message in others:
+            self._handle_one(message)
 
     def _message_id(self, message) -> str | None:
         """The cast's own id, which the broker keeps when it delivers it again.
@@ -173,8 +252,7 @@ class JournalFirstServer(rpc_server.RPCServer):
             return f"rpc:{unique_id}@{self._target.server}"
         return f"rpc:{unique_id}"
 
-    def _handle_casts(self, casts) -> None:
-        batch = [(m.message.get("args") or {}).get("data") for m in casts]
+    def _handle_casts(self, casts, batch: list[object]) -> None:
         try:
             self.endpoint.handle_many(batch, message_ids=[self._message_id(m) for m in casts])
         except JournalUnavailable as exc:
@@ -205,6 +283,13 @@ class JournalFirstServer(rpc_server.RPCServer):
                 message.reply(result)
             except Exception:
                 LOG.exception("Replying to an RPC call failed")
+
+
+def _alarm_label(message) -> str:
+    """The alarm id of a message, if it has one where a cast has it."""
+    body = getattr(message, "message", None)
+    args = body.get("args") if isinstance(body, dict) else None
+    return intake.alarm_label(args.get("data") if isinstance(args, dict) else None)
 
 
 def _wants_reply(message) -> bool:
