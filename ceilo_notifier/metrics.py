@@ -22,6 +22,8 @@ from oslo_log import log
 from prometheus_client import multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
+from ceilo_notifier import actions
+
 LOG = log.getLogger(__name__)
 
 DELIVERIES = prometheus_client.Counter(
@@ -41,9 +43,24 @@ IN_FLIGHT = prometheus_client.Gauge(
 )
 
 
+UNKNOWN_SCHEME = "unknown"
+
+
+def scheme_label(scheme: str | None) -> str:
+    """The ``scheme`` label of an event: an installed scheme, ``unknown`` or ``-``.
+
+    Callers write the schemes of their actions: every one of them as a label
+    value would make a series of its own, without end.
+    """
+    if not scheme:
+        return "-"
+    scheme = scheme.lower()
+    return scheme if scheme in actions.installed() else UNKNOWN_SCHEME
+
+
 def record(event: Any) -> None:
     """Event sink: count what happened to a delivery."""
-    scheme = event.scheme or "-"
+    scheme = scheme_label(event.scheme)
     if event.duration is not None and event.attempt:
         ATTEMPT_SECONDS.labels(scheme).observe(event.duration)
     if event.outcome == "retrying":

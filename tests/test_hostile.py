@@ -489,3 +489,51 @@ def test_control_characters_from_callers_cannot_forge_log_lines(
     assert alarm_lines(log, "forged id", "forged line", "forged name"), log[-3000:]
     assert alarm_lines(log, "forged id", "forged drop"), log[-3000:]
     assert alarm_lines(log, "forged id", "delivered to"), log[-3000:]
+
+
+# -- (k) a tenant that grows the service's memory or its metrics ----------------
+
+
+def test_test_actions_keep_only_the_newest_notifications(make_conf):
+    from urllib import parse
+
+    from ceilo_notifier.notification import AlarmNotification
+    from ceilo_notifier.notifiers import test as test_notifier
+
+    plugin = test_notifier.TestAlarmNotifier(make_conf())
+    test_notifier.TestAlarmNotifier.reset()
+    try:
+        for i in range(10_000):
+            plugin.notify(parse.urlsplit(f"test://t/{i}"), AlarmNotification(alarm_id=f"a-{i}"))
+        kept = list(test_notifier.TestAlarmNotifier.notifications)
+        assert len(kept) == test_notifier.KEPT < 10_000
+        assert kept[-1][0] == "test://t/9999" and kept[0][1].alarm_id == f"a-{10_000 - len(kept)}"
+    finally:
+        test_notifier.TestAlarmNotifier.reset()
+
+
+def test_unknown_schemes_make_one_metrics_series(start_notifier, topic, caster, webhook):
+    port = free_port()
+    start_notifier(topic, alarm={"max_actions": 101}, extra={"metrics": {"port": port}})
+    client = caster(topic)
+    good = webhook.url("ok")
+    for n in range(5):
+        schemes = [f"x{uuid.uuid4().hex[:8]}" for _ in range(100)]
+        client.cast(alarm([f"{s}://h/" for s in schemes] + [good], alarm_id=f"schemes-{n}"))
+    dropped = re.compile(r'^ceilo_notifier_deliveries_total\{.*outcome="dropped".*\} (\S+)$', re.M)
+
+    def dropped_lines(text):
+        return [line for line in text.splitlines() if dropped.match(line)]
+
+    def scraped():
+        text = scrape(port)
+        return text if sum(float(v) for v in dropped.findall(text)) >= 500 else None
+
+    text = wait_until(scraped, 20)
+    assert text, scrape(port)
+    series = dropped_lines(text)
+    assert series == [
+        'ceilo_notifier_deliveries_total{outcome="dropped",scheme="unknown"} 500.0'
+    ], series
+    assert not re.search(r'scheme="x[0-9a-f]', text)
+    assert len(webhook.wait_for(good, 5, timeout=10)) == 5
