@@ -68,14 +68,11 @@ def parse(action: object, max_length: int) -> urlparse.SplitResult:
         raise InvalidAction("action contains control characters")
     try:
         url = urlparse.urlsplit(action.strip())
-    except ValueError as exc:
-        raise InvalidAction(f"unparsable URL: {exc}") from None
-    try:
         url.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        # Not the parser's message: it quotes what it took for the port,
-        # which may be a piece of a password holding a '/'.
-        raise InvalidAction("unparsable URL: invalid port") from None
+    except ValueError as exc:
+        # Not the parser's message: it quotes the authority (or what it took
+        # for the port), password included.
+        raise InvalidAction(f"unparsable URL: {masking.url_error(exc)}") from None
     if not url.scheme:
         raise InvalidAction("URL has no scheme")
     return url

@@ -27,6 +27,10 @@ _SECRET_KEYS = re.compile(
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s'\"]+)@")
 # An authority whose password holds a '/' (the parser takes the rest for a path).
 _SLASHED_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^?#\s]*@")
+# A URL the parser cannot read, or reads otherwise than it is written (it
+# drops blanks and tabs): everything up to its last '@' may be secret.
+_ANY_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://).*@", re.DOTALL)
+_BLANK_OR_QUOTE = re.compile("[\x00-\x20\x7f-\x9f'\"\\\u2028\u2029]")
 
 
 # name=value in a query string, where the name looks like a secret's.
@@ -76,25 +80,75 @@ def _mask_userinfo(match: re.Match) -> str:
 
 def mask_url(url: object) -> str:
     """Return url with its password, trust id and secret query values masked."""
-    text = str(url)
+    return _mask_url(str(url), nested=False)
+
+
+def _mask_url(text: str, nested: bool) -> str:
     if "@" not in text and "?" not in text:
         return text  # nothing to mask: the common case, kept cheap
+    if "@" in text and _BLANK_OR_QUOTE.search(text):
+        return _mask_everything_before_the_last_at(text)
     try:
         parts = parse.urlsplit(text)
         query = parse.parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:
-        return mask_text(text)
+        return _mask_everything_before_the_last_at(text)
     if "@" not in parts.netloc and "@" in text.split("?", 1)[0].split("#", 1)[0]:
         # A '/' in the password: everything up to the last '@' may be secret.
         return _mask_all(_SLASHED_USERINFO.sub(rf"\g<scheme>{MASK}@", text, count=1))
     # Values are masked decoded: a subscriber URL in a zaqar:// query
-    # carries its own (percent-encoded) userinfo.
-    masked = [(k, MASK if _SECRET_KEYS.search(k) else _mask_all(v)) for k, v in query]
+    # carries its own (percent-encoded) userinfo, and is masked as a URL (its
+    # password may hold a '/' or a blank). One level only: a URL nested in a
+    # URL nested in a URL is masked up to its last '@'.
+    masked = [(k, MASK if _SECRET_KEYS.search(k) else _mask_value(v, nested)) for k, v in query]
     if masked != query:
+        original = text
         text = parse.urlunsplit(parts._replace(query=parse.urlencode(masked, safe="*:/@")))
-        if not parts.netloc and str(url).startswith(f"{parts.scheme}://"):
+        if not parts.netloc and original.startswith(f"{parts.scheme}://"):
             text = text.replace(f"{parts.scheme}:", f"{parts.scheme}://", 1)
     return _mask_all(text)
+
+
+def _mask_value(value: str, nested: bool) -> str:
+    if "@" not in value:
+        return _mask_all(value)
+    if nested:
+        return _mask_everything_before_the_last_at(value)
+    return _mask_url(value, nested=True)
+
+
+def _mask_everything_before_the_last_at(text: str) -> str:
+    return mask_text(_ANY_USERINFO.sub(rf"\g<scheme>{MASK}@", text, count=1))
+
+
+# What urllib's parser says of a URL it cannot read, without the URL: its
+# messages quote the authority, password included.
+_PARSER_ERRORS = tuple(
+    (re.compile(pattern, re.DOTALL), cause)
+    for pattern, cause in (
+        (
+            r"netloc '.*' contains invalid characters under NFKC normalization",
+            "the authority holds characters that NFKC normalization makes delimiters",
+        ),
+        (
+            r"'.*' does not appear to be an IPv4 or IPv6 address",
+            "the host in brackets is not an IP address",
+        ),
+        (r"IPvFuture address is invalid", "the host in brackets is not an IP address"),
+        (r"Invalid IPv6 URL", "unbalanced brackets in the authority"),
+        (r"Port could not be cast to integer value as '.*'", "invalid port"),
+        (r"Port out of range 0-65535", "invalid port"),
+    )
+)
+
+
+def url_error(exc: Exception) -> str:
+    """The cause of urllib's parse error, quoting nothing of the URL."""
+    text = str(exc)
+    for pattern, cause in _PARSER_ERRORS:
+        if pattern.fullmatch(text):
+            return cause
+    return f"not a URL ({type(exc).__name__})"
 
 
 def mask_text(text: str) -> str:
