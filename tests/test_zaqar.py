@@ -214,3 +214,66 @@ def test_every_scheme_aodh_ships_is_installed():
     aodh = {"log", "test", "http", "https", "trust+http", "trust+https"}
     aodh |= {"zaqar", "trust+zaqar", "trust+heat"}
     assert aodh <= set(actions.installed())
+
+
+TOKEN_SUBSCRIBERS = [
+    "trust+https://attacker.example/steal",
+    "TRUST+HTTP://attacker.example/steal",
+    "Trust+Https://attacker.example/steal",
+    " trust+https://attacker.example/steal",
+    "\ttrust+http://attacker.example/steal",
+]
+
+
+@pytest.mark.parametrize("subscriber", TOKEN_SUBSCRIBERS)
+def test_a_subscriber_that_would_get_a_token_is_refused(run, zaqar, webhook, caplog, subscriber):
+    """Zaqar sends a trust+ subscriber a token of the subscribing user, here the
+    service user: refused before Zaqar is asked, while the alarm's other action goes out."""
+    from ceilo_notifier import actions
+    from tests.test_actions import bare_conf
+
+    r = run()
+    alarm_id = str(uuid.uuid4())
+    good = webhook.url(f"zaqar-subscriber-{uuid.uuid4().hex}")
+    bad_action = zaqar_action(topic="bad", subscriber=subscriber)
+    with pytest.raises(actions.InvalidAction, match="subscriber"):
+        actions.validate(bare_conf(), bad_action)
+    bad, ok = r.deliver(
+        [bad_action, zaqar_action(topic="good", subscriber=good)], alarm_id=alarm_id
+    )
+    assert bad.outcome == events.FAILED and r.outcomes(bad) == [events.FAILED]
+    assert "subscriber" in bad.error and "attacker" not in bad.error
+    lines = [
+        rec.getMessage()
+        for rec in caplog.records
+        if rec.levelno >= logging.WARNING and alarm_id in rec.getMessage()
+    ]
+    assert len(lines) == 1 and "subscriber" in lines[0], lines
+    assert zaqar.subscriptions(zaqar.service_project_id, f"{alarm_id}-bad") == []
+    assert zaqar.messages(zaqar.service_project_id, f"{alarm_id}-bad") == []
+    # The other action of the alarm: subscribed, posted, and notified by Zaqar.
+    assert ok.outcome == events.DELIVERED
+    (subscription,) = zaqar.subscriptions(zaqar.service_project_id, f"{alarm_id}-good")
+    assert subscription["subscriber"] == good
+    (notified,) = webhook.wait_for(good, timeout=30)
+    assert notified.json()["body"]["alarm_id"] == alarm_id
+
+
+@pytest.mark.parametrize(
+    ("subscriber", "cause"),
+    [
+        ("ftp://files.example/x", "subscriber scheme 'ftp' refused"),
+        ("http://bob:s3cr＃et@h.example/", "NFKC"),
+        ("http://h.example\\@169.254.169.254/", "backslashes"),
+        ("https:no-host", "an https subscriber has no host"),
+    ],
+)
+def test_only_http_https_and_mailto_subscribers_are_accepted(subscriber, cause):
+    from ceilo_notifier import actions
+    from tests.test_actions import bare_conf
+
+    for ok in ("http://h.example/x", "HTTPS://h.example/x", "mailto:ops@example.org"):
+        actions.validate(bare_conf(), zaqar_action(topic="t", subscriber=ok))
+    with pytest.raises(actions.InvalidAction, match=cause) as refused:
+        actions.validate(bare_conf(), zaqar_action(topic="t", subscriber=subscriber))
+    assert "s3cr" not in str(refused.value)

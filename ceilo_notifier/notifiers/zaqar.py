@@ -48,6 +48,10 @@ MAX_TOPIC = 64 - 37
 TOPIC = re.compile(rf"^[a-zA-Z0-9_-]{{1,{MAX_TOPIC}}}$")
 # Zaqar's own rule for queue names.
 QUEUE_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+SUBSCRIBER_SCHEMES = ("http", "https", "mailto")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}):")
+# Blanks and controls (parsers drop or strip some), backslashes (some read them as '/').
+_BLANK = re.compile("[\x00-\x20\x7f-\x9f\u2028\u2029\\\\]")
 PRESIGNED = ("queue_name", "project_id", "paths", "methods", "expires", "signature")
 
 # keystoneauth logs every request's headers at DEBUG, masking only tokens.
@@ -68,6 +72,35 @@ def _query(action: parse.SplitResult) -> dict[str, list[str]]:
 def _one(query: dict[str, list[str]], key: str) -> str | None:
     values = query.get(key)
     return values[-1] if values else None
+
+
+def _subscriber(subscriber: str) -> parse.SplitResult:
+    """A subscriber URL as Zaqar will read it, if it may be handed to Zaqar.
+
+    :raises ValueError: not an http, https or mailto URL (the cause quotes
+        nothing but the scheme: the URL may carry a password).
+    """
+    if _BLANK.search(subscriber) or subscriber != subscriber.strip():
+        raise ValueError("a subscriber holds blanks, backslashes or control characters")
+    scheme = _SCHEME.match(subscriber)
+    if scheme is None:
+        raise ValueError("a subscriber is not a URL with a scheme")
+    if scheme.group(1).lower() not in SUBSCRIBER_SCHEMES:
+        why = ""
+        if scheme.group(1).lower().startswith("trust+"):
+            why = " (Zaqar would send it a token of the service user)"
+        raise ValueError(
+            f"subscriber scheme {scheme.group(1)!r} refused{why}: only http, https "
+            "and mailto subscribers are accepted"
+        )
+    try:
+        url = parse.urlsplit(subscriber)
+        url.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"a subscriber is not a URL: {masking.url_error(exc)}") from None
+    if url.scheme.lower() != "mailto" and not url.hostname:
+        raise ValueError(f"an {url.scheme.lower()} subscriber has no host")
+    return url
 
 
 def _check_queue_name(name: str) -> None:
@@ -126,6 +159,8 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
         subscribers = set(query.get("subscriber", []))
         if len(subscribers) > MAX_SUBSCRIBERS:
             raise ValueError(f"{len(subscribers)} subscribers, more than {MAX_SUBSCRIBERS}")
+        for subscriber in subscribers:
+            _subscriber(subscriber)
         ttl = _one(query, "ttl")
         if ttl is not None and not (ttl.isdigit() and int(ttl) >= MIN_TTL):
             raise ValueError(f"ttl={ttl!r} is not a number of seconds of at least {MIN_TTL}")
@@ -171,8 +206,8 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
         or the metadata service.
         """
         for subscriber in subscribers:
-            url = parse.urlsplit(subscriber)
-            if url.scheme.lower() not in ("http", "https"):
+            url = _subscriber(subscriber)  # validate() has refused any other
+            if url.scheme.lower() == "mailto":
                 continue
             try:
                 self.policy.check_name(url.hostname)
