@@ -147,9 +147,12 @@ class _Server(http.server.ThreadingHTTPServer):
         self.counts: dict[str, int] = {}
         self.lock = threading.Lock()
         self.hung = threading.Event()
+        self.connections = 0  # TCP connections accepted
 
     def get_request(self):
         sock, addr = super().get_request()
+        with self.lock:
+            self.connections += 1
         if self.context is not None:
             sock = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             sock.settimeout(5)

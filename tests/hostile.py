@@ -30,9 +30,6 @@ from urllib import parse
 GB = 1024**3
 MB = 1024**2
 
-# Only these may be reached through the Proxy: the tests' traffic stays on this machine.
-_LOCAL_TARGETS = {"127.0.0.1", "::1", "localhost"}
-
 
 @dataclasses.dataclass
 class Received:
@@ -96,6 +93,7 @@ class _Server:
         self.requests: list[Received] = []
         self.lock = threading.Lock()
         self.stopped = threading.Event()
+        self.accepted = 0  # TCP connections
         self._conns: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._accepter = threading.Thread(target=self._accept, daemon=True)
@@ -116,6 +114,7 @@ class _Server:
                     conn.close()
                     return
                 self._conns.add(conn)
+                self.accepted += 1
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -288,9 +287,11 @@ class Blackhole:
 
 class Proxy(_Server):
     """A forward proxy: ``POST http://host:port/path`` (absolute form) is forwarded to the
-    target in origin form; ``CONNECT host:port`` opens a tunnel. Only targets on this
-    machine are served (anything else gets 403). ``requests`` holds every request line
-    and header as received, ``Proxy-Authorization`` included."""
+    target in origin form; ``CONNECT host:port`` opens a tunnel. The target's host is
+    resolved as a real proxy resolves it (getaddrinfo: names, and numeric forms such
+    as ``0x7f.1``), and only targets on this machine are served (anything else gets
+    403). ``requests`` holds every request line and header as received,
+    ``Proxy-Authorization`` included."""
 
     def handle(self, conn: socket.socket) -> None:
         request, rest = read_request(conn)
@@ -304,10 +305,15 @@ class Proxy(_Server):
             self._forward(conn, request)
 
     def _connect(self, host: str, port: int) -> socket.socket | None:
-        if host not in _LOCAL_TARGETS:
-            return None
         try:
-            return socket.create_connection((host, port), timeout=10)
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return None
+        addresses = [str(info[4][0]) for info in infos]
+        if not all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses):
+            return None  # the tests' traffic stays on this machine
+        try:
+            return socket.create_connection((addresses[0], port), timeout=10)
         except OSError:
             return None
 

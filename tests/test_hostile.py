@@ -20,7 +20,7 @@ import uuid
 import pytest
 
 from ceilo_notifier import events
-from tests import hostile
+from tests import helpers, hostile
 from tests.helpers import ROOT, alarm, complete_lines, free_port, install_package, wait_until
 
 TIMED_OUT = re.compile(r"time(d)?[ -]?out|within \d+(\.\d+)? ?s", re.IGNORECASE)
@@ -449,6 +449,50 @@ def test_the_proxy_option_overrides_the_environment_and_its_password_is_masked(
         assert "***" in log
     finally:
         decoy.close()
+
+
+def test_through_a_proxy_an_address_in_any_spelling_is_judged_before_the_proxy_is_asked(
+    clean_proxy_env, proxy, run
+):
+    """The proxy (on loopback, outside the allowed networks: exempt as the operator's)
+    would deliver to loopback however it is spelt; the service never asks it to."""
+    allowed = helpers.Webhook(host="127.0.0.2")
+    refused = helpers.Webhook()
+    try:
+        r = run(
+            rest_notifier_proxy=proxy.proxy_url,
+            rest_notifier_allowed_networks=["127.0.0.2/32"],
+            rest_notifier_max_retries=2,
+        )
+        spellings = [
+            "0x7f.1",
+            "2130706433",
+            "127.1",
+            "0177.0.0.1",
+            "１２７.０.０.１",
+            "127。0。0。1",
+        ]
+        deliveries = r.deliver([*(refused.url("ok").replace("127.0.0.1", h) for h in spellings)])
+        for d in deliveries:
+            assert d.outcome == events.FAILED and d.attempt == 1, (d.action, d.error)
+            assert "target refused" in d.error and "outside rest_notifier_allowed" in d.error
+        assert proxy.accepted == 0 and refused.server.connections == 0
+        (d,) = r.deliver([allowed.url("ok")])
+        assert d.outcome == events.DELIVERED, d.error
+        assert proxy.request_lines == [f"POST {d.action} HTTP/1.1"]
+    finally:
+        allowed.close()
+        refused.close()
+
+
+def test_the_proxy_reads_numeric_hosts_as_addresses(clean_proxy_env, proxy, run, webhook):
+    """Why the test above matters: where loopback is allowed, the proxy delivers them."""
+    r = run(rest_notifier_proxy=proxy.proxy_url)
+    url = webhook.url("ok").replace("127.0.0.1", "0x7f.1")
+    (d,) = r.deliver([url])
+    assert d.outcome == events.DELIVERED, d.error
+    assert proxy.request_lines == [f"POST {url} HTTP/1.1"]
+    assert len(webhook.requests_for(url)) == 1
 
 
 # -- (h) callers sending control characters ---------------------------------------

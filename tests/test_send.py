@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from tests.conftest import LOOPBACK
-from tests.helpers import ROOT, write_config
+from tests.helpers import ROOT, Webhook, write_config
 
 
 def send(*args: str, config=None) -> subprocess.CompletedProcess:
@@ -106,3 +106,39 @@ def test_cast_reaches_the_running_service(start_notifier, topic, webhook):
     assert "notify_alarm cast for alarm cli-cast" in result.stdout
     (request,) = webhook.wait_for(url)
     assert request.json()["current"] == "ok"
+
+
+def test_local_refuses_loopback_however_it_is_spelt_and_delivers_it_where_allowed(tmp_path):
+    """The command a user runs, with the default denied networks: no spelling of
+    127.0.0.1 reaches a server there, none is retried; allowed, they are delivered."""
+    server = Webhook()
+    try:
+        spellings = ["１２７.０.０.１", "127。0。0。1", "①②⑦.0.0.1", "127．0．0．1", "𝟏𝟐𝟕.0.0.1"]
+        spellings += ["2130706433", "0177.0.0.1", "0x7f.1", "127.1", "[::ffff:127.0.0.1]"]
+        urls = [server.url("ok").replace("127.0.0.1", h) for h in ["127.0.0.1", *spellings]]
+        retries = {"rest_notifier_max_retries": 2, "rest_notifier_retry_backoff": 0.05}
+        conf = write_config(tmp_path / "denied.conf", {"alarm": retries})
+        result = send("--local", "--wait", "20", *action_args(urls), "--alarm-id", "x", config=conf)
+        assert result.returncode == 1
+        for url in urls:
+            assert re.search(
+                rf"{re.escape(url)}\s+failed\s+-\s+1\s.*target refused: .*in denied network",
+                result.stdout,
+            ), result.stdout
+        assert server.server.connections == 0
+
+        allowed = {"alarm": {**retries, "rest_notifier_allowed_networks": LOOPBACK}}
+        conf = write_config(tmp_path / "allowed.conf", allowed)
+        result = send(
+            "--local", "--wait", "20", *action_args(urls[:3]), "--alarm-id", "y", config=conf
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        for url in urls[:3]:
+            assert re.search(rf"{re.escape(url)}\s+delivered\s+200\s+1", result.stdout)
+            assert len(server.requests_for(url)) == 1
+    finally:
+        server.close()
+
+
+def action_args(urls: list[str]) -> list[str]:
+    return [arg for url in urls for arg in ("--action", url)]

@@ -156,6 +156,28 @@ def test_a_subscriber_aimed_at_the_metadata_service_is_refused(run, zaqar):
     assert zaqar.messages(zaqar.service_project_id, queue) == []
 
 
+@pytest.mark.parametrize(
+    "subscriber",
+    [
+        "http://１６９.２５４.１６９.２５４/latest/meta-data/",
+        "http://169。254。169。254/latest/meta-data/",
+        "http://0xa9fea9fe/latest/meta-data/",
+        "http://169.254.43518/latest/meta-data/",
+        "http://169.254.169.254./latest/meta-data/",
+    ],
+)
+def test_a_subscriber_aimed_at_the_metadata_service_in_another_spelling_is_refused(
+    run, zaqar, subscriber
+):
+    """Zaqar's client would read these as 169.254.169.254 (IDNA, inet_aton)."""
+    r = run(rest_notifier_allowed_networks="")
+    alarm_id = str(uuid.uuid4())
+    (d,) = r.deliver([zaqar_action(topic="meta", subscriber=subscriber)], alarm_id=alarm_id)
+    assert d.outcome == events.FAILED and r.outcomes(d) == [events.FAILED]
+    assert "resolves to 169.254.169.254, in denied network 169.254.0.0/16" in d.error, d.error
+    assert zaqar.subscriptions(zaqar.service_project_id, f"{alarm_id}-meta") == []
+
+
 def test_a_topic_that_makes_too_long_a_queue_name_fails_clearly(run):
     r = run()
     (d,) = r.deliver([zaqar_action(topic="t" * 28)], alarm_id=str(uuid.uuid4()))

@@ -9,8 +9,11 @@ webhook can do to the service is bounded here:
   does (``ClientTimeout(total=...)``, a server dripping bytes included);
 * at most ``MAX_BODY_READ`` bytes of an answer are read, for the log; the
   rest is dropped with the connection;
-* every address a name resolves to must pass target safety
-  (``safety.SafeResolver``), and they are tried in order until one answers;
+* target safety judges the URL the client parses, the very object it is
+  handed (so ``１２７.０.０.１`` is judged as the ``127.0.0.1`` yarl makes of
+  it): address literals in any form before the request, and every address
+  a name resolves to in the resolver (``safety.SafeResolver``; they are
+  tried in order until one answers);
 * redirects are not followed.
 
 One aiohttp session (and connector) serves every request. The TLS context
@@ -32,6 +35,7 @@ import time
 from urllib import parse
 
 import aiohttp
+import yarl
 from oslo_config import cfg
 from oslo_log import log
 from oslo_utils import strutils
@@ -246,11 +250,18 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
 
     async def notify_async(self, action: parse.SplitResult, notification: AlarmNotification) -> int:
         url, auth, verify, extra_headers = await self._target(action)
-        target = parse.urlsplit(url)
         try:
-            self.policy.check_literal(target.hostname)
+            # Parsed once, as aiohttp parses it, and handed to it as it is: the
+            # host judged here is the host connected to or sent to the proxy.
+            client_url = yarl.URL(url)
+        except ValueError as exc:
+            raise notifiers.DeliveryError(f"invalid URL: {exc}") from None
+        host = client_url.raw_host or ""
+        try:
+            self.policy.check_literal(host)
         except safety.TargetDenied as exc:
             raise notifiers.DeliveryError(f"target refused: {exc}") from None
+        target = parse.urlsplit(str(client_url))
         body = json.dumps(notification.body()).encode()
         headers = {**self.headers(notification, body), **extra_headers}
         if auth is not None:
@@ -272,7 +283,7 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         session = self._session()
         try:
             async with session.post(
-                url,
+                client_url,
                 data=body,
                 headers=headers,
                 allow_redirects=False,

@@ -1,12 +1,19 @@
 """Target safety: webhooks may not reach addresses the operator has denied.
 
 Alarm actions are written by cloud users, so an ``http://`` action is a
-request the service makes on a user's behalf from inside the cloud. The
-check runs on every address a host name resolves to, inside the HTTP
-client's resolver, and the client connects only to the addresses the check
-saw: a name that resolves to a denied address is refused, and a name that
-cannot be resolved fails the attempt without any connection. Addresses
-given literally in the URL are checked before the request.
+request the service makes on a user's behalf from inside the cloud. A host
+is judged as the HTTP client reads it, after yarl's normalisation (IDNA/UTS
+46 maps ``１２７.０.０.１`` or ``127。0。0。1`` to ``127.0.0.1``), never as
+written: what is judged is what is connected to. Two checks follow:
+
+* before the request, a host that denotes an address is checked: an IP
+  literal, or a legacy IPv4 form that resolvers and proxies read as one
+  (``2130706433``, ``0177.0.0.1``, ``0x7f.1``, ``127.1``, a trailing dot);
+  through a proxy this is the only check of ours the target gets;
+* every address a name resolves to is checked inside the client's resolver
+  (``SafeResolver``), and the client connects only to the addresses the
+  check saw; a name that cannot be resolved fails the attempt without any
+  connection.
 
 An IPv6 address that carries an IPv4 one (IPv4-mapped or -compatible, NAT64,
 6to4, Teredo) is judged by the IPv4 address too, since a translator on the
@@ -15,11 +22,13 @@ way may deliver it there.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import socket
 from collections.abc import Iterable
 
+import yarl
 from aiohttp import abc as aiohttp_abc
 from aiohttp import resolver as aiohttp_resolver
 
@@ -48,6 +57,55 @@ def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
     if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
         found.append(ipaddress.IPv4Address(packed))
     return found
+
+
+def _legacy_ipv4(text: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address of a numeric host in the forms inet_aton and WHATWG URL parsers
+    accept: one to four parts, each decimal, octal (``0`` prefix) or hex (``0x``), the
+    last filling the bytes left (``127.1``, ``2130706433``), trailing dots ignored."""
+    parts = text.rstrip(".").split(".")
+    if not text.isascii() or len(parts) > 4:
+        return None
+    values = []
+    for part in parts:
+        if part.startswith("0x"):
+            digits, base = part[2:] or "0", 16
+        elif part.startswith("0") and len(part) > 1:
+            digits, base = part[1:], 8
+        else:
+            digits, base = part, 10
+        if not digits.isalnum():  # int() would take "+1", "1_0" and spaces
+            return None
+        try:
+            values.append(int(digits, base))
+        except ValueError:
+            return None
+    last = values.pop()
+    if any(v > 255 for v in values) or last >= 256 ** (4 - len(values)):
+        return None
+    return ipaddress.IPv4Address(sum(v << 8 * (3 - i) for i, v in enumerate(values)) + last)
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address ``host`` denotes by itself (no resolution), or None for a name.
+
+    ``host`` is as the client reads it (``client_host``): brackets and an IPv6
+    zone id are dropped, and the legacy IPv4 forms count, since a resolver
+    (getaddrinfo) or a proxy turns them into the address.
+    """
+    bare = host.lower().strip("[]")
+    if ":" in bare:
+        bare = bare.split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(bare)
+    except ValueError:
+        return _legacy_ipv4(bare)
+
+
+def client_host(host: str) -> str:
+    """``host`` (as urllib splits it) as the HTTP client normalises it: IDNA (UTS 46)
+    for a name, lower case, compressed IPv6. ValueError if the client refuses it."""
+    return yarl.URL.build(scheme="http", host=host).raw_host or ""
 
 
 class AddressPolicy:
@@ -92,39 +150,46 @@ class AddressPolicy:
         return None
 
     def check_literal(self, host: str | None) -> None:
-        """Check a host given as an address literal; names are checked when resolved."""
-        if not host:
-            return
-        try:
-            ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
-        except ValueError:
-            return
-        self.check(host, host.strip("[]"))
+        """Check a host that denotes an address by itself; names are checked when resolved.
 
-    def check_name(self, host: str | None) -> None:
-        """Blocking: check every address ``host`` resolves to here.
-
-        For targets the service hands to another service rather than calling
-        itself (Zaqar's subscribers): that service resolves them again, so
-        this refuses what points inside, not every rebinding trick. A name
-        that does not resolve here is left to that service.
+        ``host`` must be as the HTTP client reads it (yarl's ``raw_host``). A
+        ``%`` other than an IPv6 zone id's, or a ``:`` outside an IPv6
+        literal, is refused: resolvers and proxies disagree on what it names
+        (one decodes ``%31``, another stops at ``%00``).
         """
         if not host:
             return
-        bare = host.strip("[]")
-        try:
-            ipaddress.ip_address(bare.split("%", 1)[0])
-        except ValueError:
-            pass
-        else:
-            self.check(host, bare)
+        ip = literal_address(host)
+        if ip is None and ("%" in host or ":" in host):
+            raise TargetDenied(f"{host} is neither a host name nor an IP address")
+        if ip is not None:
+            self.check(host, str(ip))
+
+    def check_name(self, host: str | None) -> None:
+        """Blocking: check ``host`` and every address it resolves to here.
+
+        For targets the service hands to another service rather than calling
+        itself (Zaqar's subscribers): that service resolves them again, so
+        this refuses what points inside, not every rebinding trick. The host
+        is judged as written and as an HTTP client normalises it (IDNA, the
+        legacy IPv4 forms), since that service's client may do either. A
+        name that does not resolve here is left to that service.
+        """
+        if not host:
             return
-        try:
-            infos = socket.getaddrinfo(bare, None, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
-            return
-        for info in infos:
-            self.check(host, str(info[4][0]))
+        forms = [host]
+        with contextlib.suppress(ValueError):
+            forms.append(client_host(host))
+        for form in dict.fromkeys(forms):
+            self.check_literal(form)
+            if literal_address(form) is not None:
+                continue
+            try:
+                infos = socket.getaddrinfo(form, None, type=socket.SOCK_STREAM)
+            except (OSError, UnicodeError):
+                continue
+            for info in infos:
+                self.check(host, str(info[4][0]))
 
 
 class SafeResolver(aiohttp_abc.AbstractResolver):
