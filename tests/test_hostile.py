@@ -495,6 +495,22 @@ def test_the_proxy_reads_numeric_hosts_as_addresses(clean_proxy_env, proxy, run,
     assert len(webhook.requests_for(url)) == 1
 
 
+@pytest.mark.parametrize("addresses", [["127.0.0.1"], ["127.0.0.1", "127.0.0.2"]])
+def test_a_webhook_aimed_at_a_proxy_itself_is_refused_at_the_socket(
+    clean_proxy_env, proxy, run, names, monkeypatch, addresses
+):
+    """The resolver lets the proxies' names through for everyone; the socket check
+    exempts them only for the requests sent through the proxy. Here a plain http
+    action names the https proxy: it goes there directly, and no connection is made."""
+    names.set("proxy.test", addresses)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://proxy.test:{proxy.port}")
+    r = run(rest_notifier_allowed_networks=[], rest_notifier_max_retries=2)
+    (d,) = r.deliver([f"http://proxy.test:{proxy.port}/x"])
+    assert d.outcome == events.FAILED and d.attempt == 1, (d.outcome, d.error)
+    assert "target refused: proxy.test resolves to 127.0.0.1, in denied network" in d.error
+    assert proxy.accepted == 0
+
+
 # -- (h) callers sending control characters ---------------------------------------
 
 FORGED = "1999-12-31 23:59:59.999 1 INFO fake [-] forged"

@@ -136,6 +136,21 @@ def test_an_ipv6_literal_that_is_not_one_is_dropped(run, lone_webhook):
     assert lone_webhook.server.connections == 0
 
 
+def test_the_socket_check_alone_stops_a_literal_the_first_check_missed(
+    run, lone_webhook, monkeypatch
+):
+    """Every connection's peer is judged just before connecting, whatever was checked before."""
+    monkeypatch.setattr(safety.AddressPolicy, "check_literal", lambda self, host: None)
+    r = run(rest_notifier_allowed_networks=[], rest_notifier_max_retries=2)
+    for host in ("１２７.０.０.１", "127.0.0.1", "[::ffff:127.0.0.1]"):
+        (d,) = r.deliver([on(host, lone_webhook)])
+        assert d.outcome == events.FAILED and d.attempt == 1, (host, d.outcome, d.error)
+        assert "target refused: 127.0.0.1 resolves to 127.0.0.1, in denied network" in d.error or (
+            "target refused: ::ffff:7f00:1 resolves to 127.0.0.1" in d.error
+        ), d.error
+    assert lone_webhook.server.connections == 0
+
+
 @pytest.mark.parametrize(
     ("host", "address"),
     [(h, "127.0.0.1") for h in UNICODE_LOOPBACK + NUMERIC_LOOPBACK[:-3]]

@@ -14,6 +14,7 @@ import functools
 from urllib import parse, request
 
 import aiohttp
+import yarl
 from oslo_log import log
 from requests import utils as requests_utils
 
@@ -46,7 +47,9 @@ def parse_proxy(url: str) -> Proxy:
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return Proxy(f"{parts.scheme}://{netloc}", headers, host, port)
+    url = f"{parts.scheme}://{netloc}"
+    # The host as the client reads it: what it resolves, and what target safety exempts.
+    return Proxy(url, headers, yarl.URL(url).raw_host or host, port)
 
 
 class ProxyChooser:

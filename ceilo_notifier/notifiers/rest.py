@@ -11,9 +11,11 @@ webhook can do to the service is bounded here:
   rest is dropped with the connection;
 * target safety judges the URL the client parses, the very object it is
   handed (so ``１２７.０.０.１`` is judged as the ``127.0.0.1`` yarl makes of
-  it): address literals in any form before the request, and every address
-  a name resolves to in the resolver (``safety.SafeResolver``; they are
-  tried in order until one answers);
+  it): address literals in any form before the request, every address a
+  name resolves to in the resolver (they are tried in order until one
+  answers), and every socket's peer just before it connects
+  (``safety.PeerGuard``), so a parsing difference cannot reach a denied
+  address; a refusal anywhere is final, never a retried connection error;
 * redirects are not followed.
 
 One aiohttp session (and connector) serves every request. The TLS context
@@ -194,10 +196,12 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         session = self._client
         if session is None or session.closed:
             opts = self.conf.alarm
+            guard = safety.PeerGuard(self.policy, self.proxies.endpoints())
             connector = aiohttp.TCPConnector(
                 limit=0,  # the scheduler caps the pool and each host
                 limit_per_host=0,
-                resolver=safety.SafeResolver(self.policy, self.proxies.endpoints()),
+                resolver=guard,
+                socket_factory=guard.socket_factory,
                 ttl_dns_cache=10,
                 keepalive_timeout=15,
             )
@@ -281,52 +285,65 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
                 # operator's error that no retry mends (plain http is unaffected).
                 raise notifiers.DeliveryError(f"TLS setup failed: {exc}") from None
         session = self._session()
-        try:
-            async with session.post(
-                client_url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                proxy=proxy.url if proxy else None,
-                proxy_headers=proxy.headers if proxy else None,
-                ssl=tls if tls is not None else True,
-            ) as response:
-                status = response.status
-                if 200 <= status < 300:
-                    await self._drain(response)
-                    return status
-                text = await self._drain(response)
-                reason = response.reason or ""
-                retry_after = response.headers.get("Retry-After")
-                location = response.headers.get("Location")
-        except safety.TargetDenied as exc:
-            raise notifiers.DeliveryError(f"target refused: {exc}") from None
-        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
-            raise notifiers.DeliveryError(f"TLS error: {_cause(exc)}") from None
-        except aiohttp.ClientConnectorDNSError as exc:
-            raise notifiers.RetryableError(f"name resolution failed: {_cause(exc)}") from None
-        except asyncio.TimeoutError:
-            raise notifiers.RetryableError(
-                f"no complete answer within {self.timeout:g} s"
-            ) from None
-        except aiohttp.InvalidURL as exc:
-            raise notifiers.DeliveryError(f"invalid URL: {exc}") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            if _peer_tls_alert(exc):
-                # The webhook refused our certificate (or lack of one), after the
-                # handshake as TLS 1.3 does: its configuration, not an outage.
-                raise notifiers.DeliveryError(f"TLS error: {_cause(exc)}") from None
-            raise notifiers.RetryableError(f"connection error: {_cause(exc)}") from None
-        except ssl.SSLError as exc:
-            raise notifiers.DeliveryError(f"TLS setup failed: {exc}") from None
-        except ValueError as exc:
-            raise notifiers.DeliveryError(f"request failed: {exc}") from None
+        with safety.connecting(host, (proxy.host, proxy.port) if proxy else None) as request:
+            try:
+                async with session.post(
+                    client_url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    proxy=proxy.url if proxy else None,
+                    proxy_headers=proxy.headers if proxy else None,
+                    ssl=tls if tls is not None else True,
+                ) as response:
+                    status = response.status
+                    if 200 <= status < 300:
+                        await self._drain(response)
+                        return status
+                    text = await self._drain(response)
+                    reason = response.reason or ""
+                    retry_after = response.headers.get("Retry-After")
+                    location = response.headers.get("Location")
+            except Exception as exc:
+                error = self._request_error(exc, request.refusal)
+                if error is None:
+                    raise
+                raise error from None
         summary = f"HTTP {status} {reason}".strip()
         if text:
             summary += f": {masking.mask_text(text)}"
         if 300 <= status < 400:
             summary += f" (redirect to {location!r} not followed)"
         raise notifiers.status_error(summary, status, parse_retry_after(retry_after))
+
+    def _request_error(self, exc: Exception, refusal: str | None) -> notifiers.DeliveryError | None:
+        """The delivery error a failed request ends in, or None to let ``exc`` through.
+
+        A peer refused at connection time wins over whatever the client made
+        of it (a connection error, or none of its own when happy eyeballs
+        went on to the next address and that one failed too).
+        """
+        if refusal is not None or isinstance(exc, safety.TargetDenied):
+            return notifiers.DeliveryError(f"target refused: {refusal or exc}")
+        if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
+            return notifiers.DeliveryError(f"TLS error: {_cause(exc)}")
+        if isinstance(exc, aiohttp.ClientConnectorDNSError):
+            return notifiers.RetryableError(f"name resolution failed: {_cause(exc)}")
+        if isinstance(exc, asyncio.TimeoutError):
+            return notifiers.RetryableError(f"no complete answer within {self.timeout:g} s")
+        if isinstance(exc, aiohttp.InvalidURL):
+            return notifiers.DeliveryError(f"invalid URL: {exc}")
+        if isinstance(exc, (aiohttp.ClientError, OSError)):
+            if _peer_tls_alert(exc):
+                # The webhook refused our certificate (or lack of one), after the
+                # handshake as TLS 1.3 does: its configuration, not an outage.
+                return notifiers.DeliveryError(f"TLS error: {_cause(exc)}")
+            return notifiers.RetryableError(f"connection error: {_cause(exc)}")
+        if isinstance(exc, ssl.SSLError):
+            return notifiers.DeliveryError(f"TLS setup failed: {exc}")
+        if isinstance(exc, ValueError):
+            return notifiers.DeliveryError(f"request failed: {exc}")
+        return None
 
     @staticmethod
     async def _drain(response: aiohttp.ClientResponse) -> str:

@@ -4,16 +4,20 @@ Alarm actions are written by cloud users, so an ``http://`` action is a
 request the service makes on a user's behalf from inside the cloud. A host
 is judged as the HTTP client reads it, after yarl's normalisation (IDNA/UTS
 46 maps ``１２７.０.０.１`` or ``127。0。0。1`` to ``127.0.0.1``), never as
-written: what is judged is what is connected to. Two checks follow:
+written: what is judged is what is connected to. Three checks follow:
 
 * before the request, a host that denotes an address is checked: an IP
   literal, or a legacy IPv4 form that resolvers and proxies read as one
   (``2130706433``, ``0177.0.0.1``, ``0x7f.1``, ``127.1``, a trailing dot);
   through a proxy this is the only check of ours the target gets;
 * every address a name resolves to is checked inside the client's resolver
-  (``SafeResolver``), and the client connects only to the addresses the
-  check saw; a name that cannot be resolved fails the attempt without any
-  connection.
+  (``SafeResolver``); a name that cannot be resolved fails the attempt
+  without any connection;
+* every socket the client opens is checked on the address it is about to
+  connect to (``PeerGuard``, aiohttp's ``socket_factory``), so that no
+  difference between parsers, resolvers or caches can reach a denied address.
+  Only the connection a request sent through a configured proxy makes to
+  that proxy (its own addresses and port) is exempt: the operator chose it.
 
 An IPv6 address that carries an IPv4 one (IPv4-mapped or -compatible, NAT64,
 6to4, Teredo) is judged by the IPv4 address too, since a translator on the
@@ -23,10 +27,12 @@ way may deliver it there.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import dataclasses
 import functools
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import yarl
 from aiohttp import abc as aiohttp_abc
@@ -215,3 +221,101 @@ class SafeResolver(aiohttp_abc.AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+@dataclasses.dataclass
+class Connecting:
+    """One request, for the connections the client opens for it (see ``connecting``)."""
+
+    host: str  # the target's host, as the client reads it
+    proxy: tuple[str, int] | None  # the configured proxy the request goes through
+    refusal: str | None = None  # why a connection of this request was refused
+
+
+_CONNECTING: contextvars.ContextVar[Connecting | None] = contextvars.ContextVar(
+    "ceilo_notifier_connecting", default=None
+)
+
+
+@contextlib.contextmanager
+def connecting(host: str, proxy: tuple[str, int] | None = None) -> Iterator[Connecting]:
+    """Mark the connections opened inside (in this task) as made for one request.
+
+    ``refusal`` is set when ``PeerGuard`` refused one of them: the client
+    may report that as another error (or none, happy eyeballs trying the next
+    address), so the caller reads it from here.
+    """
+    current = Connecting(host, proxy)
+    token = _CONNECTING.set(current)
+    try:
+        yield current
+    finally:
+        _CONNECTING.reset(token)
+
+
+class PeerGuard(aiohttp_abc.AbstractResolver):
+    """The connector's resolver (a ``SafeResolver``) and its ``socket_factory``.
+
+    ``socket_factory`` runs just before each connection, on the address it goes to:
+    an address the policy refuses raises ``TargetDenied``, and so does every
+    later connection of the same request. It is exempt only when the request
+    goes through a configured proxy and the connection goes to that proxy's
+    port and to one of its addresses: its literal address, or one its name
+    resolved to here. A webhook aimed at the proxy itself is judged like any.
+    """
+
+    def __init__(self, policy: AddressPolicy, proxies: Iterable[tuple[str, int]] = ()) -> None:
+        self.policy = policy
+        proxies = list(proxies)
+        self.resolver = SafeResolver(policy, proxies)
+        self._proxy_addresses: dict[tuple[str, int], set[IPAddress]] = {}
+        for host, port in proxies:
+            ip = _address(host)
+            self._proxy_addresses.setdefault((host, port), set()).update([ip] if ip else [])
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp_abc.ResolveResult]:
+        results = await self.resolver.resolve(host, port, family)
+        known = self._proxy_addresses.get((host, port))
+        if known is not None:
+            known.update(ip for ip in (_address(r["host"]) for r in results) if ip)
+        return results
+
+    async def close(self) -> None:
+        await self.resolver.close()
+
+    def socket_factory(self, addr_info: tuple) -> socket.socket:
+        """A socket for ``addr_info`` (aiohttp's), if its address may be reached."""
+        family, type_, proto, _, sockaddr = addr_info
+        request = _CONNECTING.get()
+        try:
+            self._judge(request, str(sockaddr[0]), int(sockaddr[1]))
+        except TargetDenied as exc:
+            if request is not None and request.refusal is None:
+                request.refusal = str(exc)
+            raise
+        return socket.socket(family, type_, proto)
+
+    def _judge(self, request: Connecting | None, address: str, port: int) -> None:
+        request = request or Connecting(address, None)  # outside a request: no exemption
+        if request.refusal is not None:
+            raise TargetDenied(request.refusal)
+        proxy = request.proxy
+        # Through a proxy, the only connection a request makes is to the proxy.
+        host = request.host if proxy is None else f"the proxy {proxy[0]}"
+        ip = _address(address)
+        if ip is None:
+            # The event loop would resolve it, past every check.
+            raise TargetDenied(f"{host}: the client was to connect to {address!r}, not an address")
+        if proxy is not None and port == proxy[1] and ip in self._proxy_addresses.get(proxy, ()):
+            return
+        self.policy.check(host, str(ip))
+
+
+def _address(text: str) -> IPAddress | None:
+    """An IP address written canonically (an IPv6 zone id dropped), or None."""
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
