@@ -13,15 +13,23 @@ record), nor the port (65535 of them on one host), nor the scheme.
 * an IPv4 address is its own share; an IPv6 address shares with its /64,
   the block a single site is routinely given.
 
+Spellings cost nothing either, so a host is taken as the HTTP client reads
+it (``safety.client_host``, ``safety.literal_address``): ``１.２.３.４``,
+``0x1020304`` and ``16909060`` are one address, ``ＥＶＩＬ.example`` is
+``evil.example``.
+
 The list ships with the ``publicsuffixlist`` package: nothing is fetched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 
 from publicsuffixlist import PublicSuffixList
+
+from ceilo_notifier.notifiers import safety
 
 _IPV6_SITE = 64
 
@@ -44,10 +52,11 @@ def share_of(host: str | None) -> str:
     """The share a host (a name or an address literal, brackets allowed) belongs to."""
     if not host:
         return ""
-    bare = host.strip("[]").split("%", 1)[0]
-    try:
-        ip = ipaddress.ip_address(bare)
-    except ValueError:
+    bare = host.strip("[]")
+    with contextlib.suppress(ValueError):
+        bare = safety.client_host(bare)
+    ip = safety.literal_address(bare)
+    if ip is None:
         return registrable_domain(bare)
     if ip.version == 6:
         if ip.ipv4_mapped:

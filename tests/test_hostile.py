@@ -201,6 +201,22 @@ def test_dead_hosts_do_not_delay_healthy_alarms(start_notifier, topic, caster, w
             host.close()
 
 
+def test_spellings_of_one_address_share_its_slots(run):
+    """Spelling a host otherwise (full-width digits, ideographic dots, hex) does not
+    buy a tenant more slots on it: the share is the address the client connects to."""
+    dead = hostile.Blackhole("127.0.0.2")
+    try:
+        r = run(per_host_concurrency=2, rest_notifier_timeout=5, rest_notifier_max_retries=0)
+        spellings = ["127.0.0.2", "１２７.０.０.２", "127。0。0。2", "𝟏𝟐𝟕.0.0.2", "0x7f.0.0.2"]
+        for host in spellings + ["0x7f000002"]:
+            r.endpoint.handle(alarm([dead.url().replace("127.0.0.2", host)]))
+        assert wait_until(lambda: dead.accepted >= 2, 5)
+        time.sleep(1.0)
+        assert dead.accepted == 2
+    finally:
+        dead.close()
+
+
 # -- (d) plugins that fail in odd ways -------------------------------------------
 
 ODD = ["odd-reason", "odd-dict", "odd-exit", "odd-interrupt", "odd-base", "odd-str", "odd-block"]
