@@ -145,16 +145,15 @@ def test_the_socket_check_alone_stops_a_literal_the_first_check_missed(
     for host in ("１２７.０.０.１", "127.0.0.1", "[::ffff:127.0.0.1]"):
         (d,) = r.deliver([on(host, lone_webhook)])
         assert d.outcome == events.FAILED and d.attempt == 1, (host, d.outcome, d.error)
-        assert "target refused: 127.0.0.1 resolves to 127.0.0.1, in denied network" in d.error or (
-            "target refused: ::ffff:7f00:1 resolves to 127.0.0.1" in d.error
-        ), d.error
+        assert d.error.startswith("target refused: "), d.error
+        assert "resolves to 127.0.0.1, in denied network 127.0.0.0/8" in d.error, d.error
     assert lone_webhook.server.connections == 0
 
 
 @pytest.mark.parametrize(
     ("host", "address"),
-    [(h, "127.0.0.1") for h in UNICODE_LOOPBACK + NUMERIC_LOOPBACK[:-3]]
-    + [("127.0.0.1.", "127.0.0.1"), ("０ｘ７ｆ.１", "127.0.0.1"), ("[::1]", "::1")]
+    [(h, "127.0.0.1") for h in UNICODE_LOOPBACK + NUMERIC_LOOPBACK if h != "0"]
+    + [("0", "0.0.0.0"), ("０ｘ７ｆ.１", "127.0.0.1"), ("[::1]", "::1")]
     + [("１６９.２５４.１６９.２５４", "169.254.169.254"), ("fe80::1%25eth0", "fe80::1")],
 )
 def test_a_subscriber_host_is_judged_as_a_client_would_read_it(default_policy, host, address):
