@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import socket
 import uuid
 
 import pytest
@@ -165,3 +167,39 @@ def test_a_subscriber_host_is_judged_as_a_client_would_read_it(default_policy, h
 @pytest.mark.parametrize("host", ["93.184.216.34", "0x5db8d822", "1.2.3.4.5", "08.1"])
 def test_a_public_or_not_numeric_subscriber_host_passes(default_policy, host):
     default_policy.check_name(host)
+
+
+def test_the_socket_check_exempts_only_the_proxy_and_only_for_its_requests(default_policy):
+    """PeerGuard alone: the proxy's address and port are exempt only for requests
+    sent through it, a refused request opens nothing more, and a name is no peer."""
+
+    async def check() -> None:  # on a loop, as the client runs it
+        guard = safety.PeerGuard(default_policy, [("127.0.0.1", 3128)])
+
+        def connect(host: str, port: int) -> None:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            guard.socket_factory(
+                (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))
+            ).close()
+
+        with safety.connecting("hook.test", proxy=("127.0.0.1", 3128)) as request:
+            connect("127.0.0.1", 3128)
+            assert request.refusal is None
+            with pytest.raises(safety.TargetDenied, match="the proxy 127.0.0.1 resolves to 127"):
+                connect("127.0.0.1", 3129)
+        with safety.connecting("127.0.0.1") as request:
+            with pytest.raises(safety.TargetDenied, match="127.0.0.1 resolves to 127.0.0.1"):
+                connect("127.0.0.1", 3128)
+            # After one refused peer, the request opens no other connection.
+            with pytest.raises(safety.TargetDenied, match="127.0.0.1 resolves to 127.0.0.1"):
+                connect("93.184.216.34", 80)
+        with (
+            safety.connecting("hook.test"),
+            pytest.raises(safety.TargetDenied, match="not an addr"),
+        ):
+            connect("localhost", 80)  # the event loop would resolve it
+        with safety.connecting("hook.test"):
+            connect("93.184.216.34", 80)
+        await guard.close()
+
+    asyncio.run(check())
