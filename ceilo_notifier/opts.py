@@ -256,6 +256,34 @@ ALARM_OPTS = CLIENT_OPTS + [
         "slowly, one byte at a time or never holds an attempt for at most "
         "this long.",
     ),
+    cfg.ListOpt(
+        "dns_nameservers",
+        default=[],
+        help="Nameservers (address[:port], an IPv6 one as [address]:port) "
+        "that webhook names are resolved with. Empty: those of the system's "
+        "resolv.conf. /etc/hosts, the search domains and ndots of resolv.conf "
+        "apply either way.",
+    ),
+    cfg.FloatOpt(
+        "dns_timeout",
+        default=3.0,
+        min=0.1,
+        help="Seconds one lookup of a webhook's name may take, at most half "
+        "of rest_notifier_timeout. A lookup that fails or takes longer fails "
+        "the attempt as a name resolution failure (retried), without "
+        "connecting anywhere. Lookups are asynchronous: one whose nameserver "
+        "never answers costs no thread.",
+    ),
+    cfg.IntOpt(
+        "dns_lookups_per_domain",
+        default=4,
+        min=1,
+        help="Lookups in flight at once under one registrable domain (every "
+        "name of example.org together, as per_host_concurrency counts them). "
+        "Further ones wait for a slot within dns_timeout, then fail as a "
+        "name resolution failure: a tenant writing many names under a "
+        "domain whose nameservers never answer holds this many lookups.",
+    ),
     cfg.StrOpt(
         "rest_notifier_proxy",
         secret=True,

@@ -12,7 +12,6 @@ import base64
 import concurrent.futures
 import re
 import signal
-import socket
 import time
 import urllib.request
 import uuid
@@ -20,18 +19,19 @@ import uuid
 import pytest
 
 from ceilo_notifier import events
-from tests import helpers, hostile
+from tests import dns, helpers, hostile
 from tests.helpers import ROOT, alarm, complete_lines, free_port, install_package, wait_until
 
 TIMED_OUT = re.compile(r"time(d)?[ -]?out|within \d+(\.\d+)? ?s", re.IGNORECASE)
 
 
 @pytest.fixture
-def names(monkeypatch):
-    """Host names of the test's choosing, resolved in this process only."""
-    table = hostile.Names()
-    monkeypatch.setattr(socket, "getaddrinfo", table.getaddrinfo)
-    return table
+def names():
+    """Host names of the test's choosing, answered by a DNS server on loopback
+    (the service is pointed at it with ``dns_nameservers=[names.address]``)."""
+    server = dns.DnsServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture
@@ -325,7 +325,11 @@ def test_loopback_unspecified_and_metadata_are_refused_by_default(run, webhook, 
 def test_an_unresolvable_name_is_retried_then_failed(run, names):
     names.set("no-such-host.invalid", None)
     url = f"http://no-such-host.invalid:{free_port()}/ok"
-    r = run(rest_notifier_allowed_networks=[], rest_notifier_max_retries=1)
+    r = run(
+        rest_notifier_allowed_networks=[],
+        rest_notifier_max_retries=1,
+        dns_nameservers=[names.address],
+    )
     (d,) = r.deliver([url], alarm_id="unresolvable")
     assert r.outcomes(d) == [events.RETRYING, events.FAILED], d.error
     assert d.attempt == 2 and re.search(r"resol|no-such-host", d.error or ""), d.error
@@ -340,6 +344,7 @@ def test_a_name_whose_lookup_failed_is_not_looked_up_again_and_connected_to(run,
         rest_notifier_denied_networks=["127.0.0.0/8", "::1/128"],
         rest_notifier_allowed_networks=[],
         rest_notifier_max_retries=1,
+        dns_nameservers=[names.address],
     )
     (d,) = r.deliver([url], alarm_id="rebind")
     assert webhook.requests_for(url) == [], "the name was resolved again and connected to"
@@ -352,19 +357,21 @@ def test_a_name_whose_lookup_failed_is_not_looked_up_again_and_connected_to(run,
 
 def test_a_name_with_an_unreachable_ipv6_address_first_is_delivered_on_ipv4(run, webhook, names):
     assert hostile.refuses("::1", webhook.port)
-    names.set("localhost", ["::1", "127.0.0.1"])
-    url = f"http://localhost:{webhook.port}/ok/{uuid.uuid4().hex[:8]}"
+    names.set("dual.test", ["::1", "127.0.0.1"])
+    url = f"http://dual.test:{webhook.port}/ok/{uuid.uuid4().hex[:8]}"
     (d,) = run(
-        rest_notifier_allowed_networks=["127.0.0.0/8", "::1/128"], rest_notifier_max_retries=0
+        rest_notifier_allowed_networks=["127.0.0.0/8", "::1/128"],
+        rest_notifier_max_retries=0,
+        dns_nameservers=[names.address],
     ).deliver([url], alarm_id="dual-stack")
     assert d.outcome == events.DELIVERED and d.attempt == 1, (d.outcome, d.error)
     assert len(webhook.requests_for(url)) == 1
 
 
-def test_tls_is_verified_for_the_name_whatever_address_answers(run, https_webhook, tls, names):
-    """As on a fresh Debian machine, where localhost is ::1 and 127.0.0.1."""
+def test_tls_is_verified_for_the_name_whatever_address_answers(run, https_webhook, tls):
+    """localhost is ::1 and 127.0.0.1, in that order (/etc/hosts, and the
+    loopback addresses the resolver adds for localhost)."""
     assert hostile.refuses("::1", https_webhook.port)
-    names.set("localhost", ["::1", "127.0.0.1"])
     url = https_webhook.url("ok").replace("127.0.0.1", "localhost")
     (d,) = run(
         rest_notifier_ca_bundle_certificate_path=str(tls.ca_path),
@@ -378,7 +385,9 @@ def test_tls_is_verified_for_the_name_whatever_address_answers(run, https_webhoo
 def test_every_address_of_a_name_must_be_permitted(run, webhook, names):
     names.set("mixed.test", ["127.0.0.1", "169.254.169.254"])
     url = f"http://mixed.test:{webhook.port}/ok/{uuid.uuid4().hex[:8]}"
-    (d,) = run(rest_notifier_max_retries=2).deliver([url], alarm_id="mixed")
+    (d,) = run(rest_notifier_max_retries=2, dns_nameservers=[names.address]).deliver(
+        [url], alarm_id="mixed"
+    )
     assert d.outcome == events.FAILED and d.attempt == 1, (d.outcome, d.error)
     assert "target refused" in (d.error or "") and "169.254.169.254" in d.error, d.error
     assert webhook.requests_for(url) == []

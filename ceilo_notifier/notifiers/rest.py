@@ -16,6 +16,8 @@ webhook can do to the service is bounded here:
   answers), and every socket's peer just before it connects
   (``safety.PeerGuard``), so a parsing difference cannot reach a denied
   address; a refusal anywhere is final, never a retried connection error;
+* names are resolved asynchronously (c-ares), with a deadline and a bound on
+  the lookups per registrable domain (``resolver``);
 * redirects are not followed.
 
 One aiohttp session (and connector) serves every request. The TLS context
@@ -44,7 +46,7 @@ from oslo_utils import strutils
 
 from ceilo_notifier import masking, notifiers, version
 from ceilo_notifier.notification import AlarmNotification
-from ceilo_notifier.notifiers import proxies, safety
+from ceilo_notifier.notifiers import proxies, resolver, safety
 
 LOG = log.getLogger(__name__)
 
@@ -161,11 +163,13 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
             opts.rest_notifier_denied_networks, opts.rest_notifier_allowed_networks
         )
         self.proxies = proxies.ProxyChooser(opts.rest_notifier_proxy)
+        self.name_resolver = resolver.factory(conf)
         self.timeout = opts.rest_notifier_timeout
         # The engine's deadline sits just past the client's own, which then
         # reports the timeout in its words; a token fetch fits in between.
         self.attempt_timeout = self.timeout + 1.0
         self._client: aiohttp.ClientSession | None = None
+        self._resolver: safety.SafeResolver | None = None
         self._contexts: dict[bool, ssl.SSLContext] = {}
         self.user_agent = f"ceilo-notifier/{version.version_string()}"
         self.signing_keys = [decode_signing_key(k) for k in opts.rest_notifier_signing_keys]
@@ -196,7 +200,10 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         session = self._client
         if session is None or session.closed:
             opts = self.conf.alarm
-            guard = safety.PeerGuard(self.policy, self.proxies.endpoints())
+            # Target safety over c-ares lookups (``resolver``), closed with the session.
+            guard = self._resolver = safety.PeerGuard(
+                self.policy, self.proxies.endpoints(), self.name_resolver()
+            )
             connector = aiohttp.TCPConnector(
                 limit=0,  # the scheduler caps the pool and each host
                 limit_per_host=0,
@@ -373,3 +380,6 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         session, self._client = self._client, None
         if session is not None:
             await session.close()
+        name_resolver, self._resolver = self._resolver, None
+        if name_resolver is not None:
+            await name_resolver.close()

@@ -205,10 +205,15 @@ class SafeResolver(aiohttp_abc.AbstractResolver):
     the operator chose and which may well live on a denied network.
     """
 
-    def __init__(self, policy: AddressPolicy, exempt: Iterable[tuple[str, int]] = ()) -> None:
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        exempt: Iterable[tuple[str, int]] = (),
+        inner: aiohttp_abc.AbstractResolver | None = None,
+    ) -> None:
         self.policy = policy
         self.exempt = set(exempt)
-        self._inner = aiohttp_resolver.ThreadedResolver()
+        self._inner = inner if inner is not None else aiohttp_resolver.ThreadedResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -264,10 +269,15 @@ class PeerGuard(aiohttp_abc.AbstractResolver):
     resolved to here. A webhook aimed at the proxy itself is judged like any.
     """
 
-    def __init__(self, policy: AddressPolicy, proxies: Iterable[tuple[str, int]] = ()) -> None:
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        proxies: Iterable[tuple[str, int]] = (),
+        inner: aiohttp_abc.AbstractResolver | None = None,
+    ) -> None:
         self.policy = policy
         proxies = list(proxies)
-        self.resolver = SafeResolver(policy, proxies)
+        self.resolver = SafeResolver(policy, proxies, inner)
         self._proxy_addresses: dict[tuple[str, int], set[IPAddress]] = {}
         for host, port in proxies:
             ip = _address(host)
