@@ -28,7 +28,7 @@ from oslo_config import cfg
 from oslo_log import log
 from stevedore import extension
 
-from ceilo_notifier import announce, attempt, events, intake, notifiers, retry, scheduler
+from ceilo_notifier import announce, attempt, events, intake, notifiers, pools, retry, scheduler
 from ceilo_notifier import delivery as delivery_mod
 from ceilo_notifier.delivery import Delivery, request_id_for
 from ceilo_notifier.journal import Journal, Record, is_outage
@@ -93,6 +93,11 @@ class Engine:
         # Set while other processes share the journal (workers, other hosts).
         self.journal_shared = journal is not None and conf.workers > 1
         self._turn_waited: dict[str, float] = {}
+        # Journal queries from the loop: threads of their own, not the loop's
+        # default executor, and a deadline, so a stalled database holds them only.
+        self.journal_pool = pools.BoundedPool(
+            "journal", conf.alarm.journal_pool_size, conf.database.timeout
+        )
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="delivery-loop", daemon=True
         )
@@ -336,7 +341,7 @@ class Engine:
             return "go"
         waited = self._turn_waited.get(delivery.request_id, 0.0)
         try:
-            turn = await self.loop.run_in_executor(None, self.journal.turn, delivery.request_id)
+            turn = await self.journal_pool.run(self.journal.turn, delivery.request_id)
         except Exception as exc:
             LOG.warning(
                 "Alarm %s: could not ask the journal about newer or older transitions (%s)",
@@ -398,6 +403,7 @@ class Engine:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.attempter.close()
+        self.journal_pool.close()
         self.announcer.stop()
         for plugin in self.plugins.values():
             try:

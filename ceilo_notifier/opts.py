@@ -143,6 +143,24 @@ ALARM_OPTS = CLIENT_OPTS + [
         help="Threads that run the attempts of blocking notifier plugins "
         "(those without notify_async), beside the event loop.",
     ),
+    cfg.IntOpt(
+        "keystone_pool_size",
+        default=8,
+        min=1,
+        help="Threads that fetch Keystone tokens for trust+http(s) webhooks, "
+        "beside the event loop. A fetch gets half of rest_notifier_timeout "
+        "(the wait for a thread included); past it the attempt is retried, "
+        "and a fetch that hangs holds one of these threads, no other.",
+    ),
+    cfg.IntOpt(
+        "journal_pool_size",
+        default=4,
+        min=1,
+        help="Threads that run the journal queries of the event loop (which "
+        "transition of an alarm goes first, across processes). A query gets "
+        "[database] timeout seconds, the wait for a thread included; past it "
+        "the delivery goes ahead as when the journal cannot be asked.",
+    ),
     cfg.FloatOpt(
         "plugin_timeout",
         default=30.0,

@@ -145,3 +145,55 @@ def test_wildcard_subdomains_of_one_tenant_take_one_share(run):
     assert receivers.started["hooks.other.example"] - start < 0.4
     assert receivers.most["evil.example"] == 4
     assert sum(receivers.in_flight.values()) <= 4  # the other 12 slots stayed free
+
+
+class _StalledJournal:
+    """A journal whose turn query never returns (a database that stalls)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+
+    def record_new(self, rows):
+        pass
+
+    def turn(self, request_id):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            self.release.wait(20)
+            return "go"
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_a_stalled_journal_holds_its_own_threads_only_and_delays_deliveries_by_its_deadline(
+    make_conf, webhook
+):
+    from ceilo_notifier import engine
+    from ceilo_notifier.consumers import rpc as rpc_consumer
+
+    conf = make_conf(alarm={"journal_pool_size": 2}, workers=2)  # the journal is shared
+    conf.set_override("timeout", 1.0, group="database")
+    journal = _StalledJournal()
+    the_engine = engine.Engine(conf, journal=journal)
+    try:
+        urls = [webhook.url("ok") for _ in range(6)]
+        started = time.monotonic()
+        deliveries = rpc_consumer.NotifierEndpoint(conf, the_engine).handle(
+            helpers.alarm(urls, alarm_id="stalled-journal")
+        )
+        for d in deliveries:
+            assert d.wait(10), d.masked_action
+        took = time.monotonic() - started
+        assert [d.outcome for d in deliveries] == [events.DELIVERED] * 6
+        assert took < 3, f"a journal deadline of 1 s delayed deliveries by {took:.1f} s"
+        assert journal.most == 2, "the journal queries took more than their threads"
+        assert the_engine.loop._default_executor is None, "the loop's default executor was used"
+    finally:
+        journal.release.set()
+        the_engine.stop()

@@ -23,7 +23,7 @@ from oslo_config import cfg
 
 from ceilo_notifier import events, keystone, notifiers
 from ceilo_notifier.notifiers import trust as trust_notifier
-from tests import conftest, helpers
+from tests import conftest, helpers, hostile
 from tests import keystone as ks
 from tests.keystone import fake
 
@@ -363,3 +363,34 @@ def test_end_to_end_through_the_service(start_notifier, topic, caster, identity,
     log = notifier.log()
     assert trust_id not in log and request.headers["x-auth-token"] not in log
     assert ks.SERVICE_PASSWORD not in log
+
+
+def test_a_keystone_that_never_answers_holds_its_own_threads_only(keystone_runs, webhook):
+    """Token fetches run in keystone_pool_size threads with a deadline of half
+    rest_notifier_timeout; the loop, and plain webhooks, never wait for them."""
+    identity = fake.FakeKeystone()
+    blackhole = hostile.Blackhole()
+    try:
+        r = keystone_runs(
+            identity,
+            credentials={"auth_url": f"http://127.0.0.1:{blackhole.port}/v3"},
+            keystone_pool_size=2,
+            rest_notifier_timeout=2,
+            rest_notifier_max_retries=0,
+        )
+        trusts = [trust_action(webhook.url("ok"), uuid.uuid4().hex) for _ in range(6)]
+        stalled = r.endpoint.handle(helpers.alarm(trusts, alarm_id="keystone-hangs"))
+        time.sleep(0.2)
+        plain = webhook.url("ok")
+        handed = time.monotonic()
+        (d,) = r.deliver([plain], alarm_id="beside-keystone")
+        assert d.outcome == events.DELIVERED and time.monotonic() - handed < 1
+        for s in stalled:
+            assert s.wait(10), s.masked_action
+            assert s.outcome == events.FAILED, (s.outcome, s.error)
+            assert "Keystone token: no result from the keystone threads within 1 s" in s.error
+        assert blackhole.accepted <= 2, f"{blackhole.accepted} token requests at once"
+        assert r.engine.loop._default_executor is None, "the loop's default executor was used"
+    finally:
+        blackhole.close()
+        identity.close()

@@ -18,6 +18,8 @@ webhook can do to the service is bounded here:
   address; a refusal anywhere is final, never a retried connection error;
 * names are resolved asynchronously (c-ares), with a deadline and a bound on
   the lookups per registrable domain (``resolver``);
+* a Keystone token (``trust+`` schemes) is fetched in threads of its own
+  with a deadline (``target_pool``), not in the loop's default executor;
 * redirects are not followed.
 
 One aiohttp session (and connector) serves every request. The TLS context
@@ -44,7 +46,7 @@ from oslo_config import cfg
 from oslo_log import log
 from oslo_utils import strutils
 
-from ceilo_notifier import masking, notifiers, version
+from ceilo_notifier import masking, notifiers, pools, version
 from ceilo_notifier.notification import AlarmNotification
 from ceilo_notifier.notifiers import proxies, resolver, safety
 
@@ -168,8 +170,12 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         # The engine's deadline sits just past the client's own, which then
         # reports the timeout in its words; a token fetch fits in between.
         self.attempt_timeout = self.timeout + 1.0
+        # target() of trust+ schemes blocks on Keystone: its own threads, and
+        # half of the attempt's time, so that one Keystone that hangs holds
+        # only them and the attempt ends as retryable.
+        self.target_pool = pools.BoundedPool("keystone", opts.keystone_pool_size, self.timeout / 2)
         self._client: aiohttp.ClientSession | None = None
-        self._resolver: safety.SafeResolver | None = None
+        self._resolver: safety.PeerGuard | None = None
         self._contexts: dict[bool, ssl.SSLContext] = {}
         self.user_agent = f"ceilo-notifier/{version.version_string()}"
         self.signing_keys = [decode_signing_key(k) for k in opts.rest_notifier_signing_keys]
@@ -247,7 +253,8 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         """Where and how to POST: (URL, basic auth, verify override, extra headers).
 
         Subclasses for other schemes (``trust+http``) change this only; it
-        may block (it runs in a thread when a subclass overrides it).
+        may block (it runs in a thread of ``target_pool`` when a subclass
+        overrides it).
         """
         url, auth, verify = split_action(action)
         return url, auth, verify, {}
@@ -257,7 +264,10 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
     ) -> tuple[str, tuple[str, str] | None, bool | None, dict[str, str]]:
         if type(self).target is RestAlarmNotifier.target:
             return self.target(action)
-        return await asyncio.get_running_loop().run_in_executor(None, self.target, action)
+        try:
+            return await self.target_pool.run(self.target, action)
+        except pools.Overdue as exc:
+            raise notifiers.RetryableError(f"Keystone token: {exc}") from None
 
     async def notify_async(self, action: parse.SplitResult, notification: AlarmNotification) -> int:
         url, auth, verify, extra_headers = await self._target(action)
@@ -375,6 +385,9 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
                 await self.close_async()
 
         return asyncio.run(once())
+
+    def close(self) -> None:
+        self.target_pool.close()
 
     async def close_async(self) -> None:
         session, self._client = self._client, None
