@@ -2,7 +2,9 @@
 
 * ``NAME.ok.test``: A 127.0.0.2 (the address of a test webhook), TTL 60;
   ``v6-NAME.ok.test`` has AAAA ::1 first, then A 127.0.0.2;
-  ``big-N.ok.test`` has N A records, 127.0.1.0 onwards (over TCP when large);
+  ``big-N.ok.test`` has N A records, 127.0.1.0 onwards (truncated over UDP
+  when they do not fit the client's datagram: 60 fit an EDNS one of 1232
+  bytes, 300 do not);
   ``chain-N.ok.test`` is a CNAME chain of N links ending at an A record;
   ``loop.ok.test`` is a CNAME to itself;
 * ``NAME.stall.test``: never answered, over UDP or TCP (a zone whose
@@ -101,15 +103,17 @@ class _Zones(BaseResolver):
 
 
 class _Handler(DNSHandler):
-    """Answers over UDP that do not fit 512 bytes are truncated, the question kept
-    (as real servers do; dnslib's own truncation drops it), so the client asks
-    again over TCP."""
+    """Answers over UDP that do not fit the client's datagram (512 bytes, or the
+    size its EDNS record gives) are truncated to the question (as BIND and
+    Unbound do; dnslib's own truncation drops the question too), so that a
+    client asks again over TCP, or takes the truncated answer as it is."""
 
     def get_reply(self, data: bytes) -> bytes:
         request = DNSRecord.parse(data)
         reply = self.server.resolver.resolve(request, self)
         packed = reply.pack()
-        if self.protocol == "udp" and len(packed) > 512:
+        room = max([512] + [rr.rclass for rr in request.ar if rr.rtype == QTYPE.OPT])
+        if self.protocol == "udp" and len(packed) > room:
             truncated = request.reply()
             truncated.header.tc = 1
             packed = truncated.pack()

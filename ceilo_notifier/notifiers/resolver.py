@@ -31,10 +31,13 @@ What a tenant can make the service do here is bounded:
 * at most ``MAX_ADDRESSES`` addresses of an answer are kept, in the order
   c-ares gives them (RFC 6724, as ``getaddrinfo`` sorts them): target
   safety judges each of those, and only those are connected to;
+* an answer is what fits one UDP datagram (EDNS, 1232 bytes): a truncated
+  one is not fetched again over TCP, so a zone answering every name with
+  thousands of addresses costs no more than one with 75;
 * c-ares keeps a cache of answers, by TTL and without a size limit, which
   unique names under a wildcard zone would grow; the channel is therefore
   renewed after ``RENEW_AFTER`` lookups, and the old one, with its cache, is
-  closed once its last lookup has had its deadline.
+  closed once its last lookup has ended.
 
 By default c-ares reads the system's configuration as ``getaddrinfo`` does:
 ``/etc/hosts`` first, then the nameservers, search domains and ``ndots`` of
@@ -51,6 +54,7 @@ import socket
 from collections.abc import Iterable
 
 import aiodns
+import pycares
 from aiohttp import abc as aiohttp_abc
 from oslo_config import cfg
 
@@ -171,6 +175,7 @@ class NameResolver(aiohttp_abc.AbstractResolver):
         self._channel: aiodns.DNSResolver | None = None
         self._used = 0
         self._retired: set[aiodns.DNSResolver] = set()
+        self._running: dict[aiodns.DNSResolver, int] = {}  # lookups out, per channel
         self._closed = False
 
     def _make_channel(self) -> aiodns.DNSResolver:
@@ -179,24 +184,44 @@ class NameResolver(aiohttp_abc.AbstractResolver):
             loop=asyncio.get_running_loop(),
             timeout=self.timeout / (1 + 2 * (TRIES - 1)),
             tries=TRIES,
+            # An answer is what fits one datagram (EDNS: 1232 bytes, some 75
+            # addresses): a truncated one is taken as it is, not fetched again
+            # over TCP. A 64 KiB answer costs tens of milliseconds of CPU per
+            # lookup (c-ares sorts and pycares converts every address) and
+            # would sit in c-ares's cache; no webhook needs one.
+            flags=pycares.ARES_FLAG_IGNTC | pycares.ARES_FLAG_EDNS,
         )
 
     def _channel_for_lookup(self) -> aiodns.DNSResolver:
         """The current channel, renewed every RENEW_AFTER lookups (c-ares's cache)."""
         if self._channel is None or self._used >= RENEW_AFTER:
             old, self._channel, self._used = self._channel, self._make_channel(), 0
+            self._running[self._channel] = 0
             if old is not None:
+                # Closed once its last lookup ends, or when every lookup it
+                # has has had its deadline, whichever comes first.
                 self._retired.add(old)
-                # Its lookups have all had their deadline by then.
+                self._close_if_idle(old)
                 asyncio.get_running_loop().call_later(
                     2 * self.timeout + 1.0, self._close_retired, old
                 )
         self._used += 1
+        self._running[self._channel] += 1
         return self._channel
+
+    def _lookup_ended(self, channel: aiodns.DNSResolver) -> None:
+        if channel in self._running:
+            self._running[channel] -= 1
+            self._close_if_idle(channel)
+
+    def _close_if_idle(self, channel: aiodns.DNSResolver) -> None:
+        if channel in self._retired and not self._running.get(channel):
+            self._close_retired(channel)
 
     def _close_retired(self, channel: aiodns.DNSResolver) -> None:
         if channel in self._retired:
             self._retired.discard(channel)
+            self._running.pop(channel, None)
             channel.cancel()
             asyncio.ensure_future(channel.close())
 
@@ -224,13 +249,14 @@ class NameResolver(aiohttp_abc.AbstractResolver):
                 released = True
                 self.gate.release(share, slots)
 
+        channel = self._channel_for_lookup()
         try:
-            lookup = self._channel_for_lookup().getaddrinfo(
-                host, family=family, port=port, type=socket.SOCK_STREAM
-            )
+            lookup = channel.getaddrinfo(host, family=family, port=port, type=socket.SOCK_STREAM)
         except Exception as exc:  # a name c-ares or IDNA refuses
             release()
+            self._lookup_ended(channel)
             raise _failure(host, f"cannot be looked up ({exc})", socket.EAI_NONAME) from None
+        lookup.add_done_callback(lambda _f: self._lookup_ended(channel))
         # The slot is the lookup's until c-ares ends it, not until we stop
         # waiting: a stalled domain never has more than its slots outstanding.
         # c-ares ends it by its own timeouts; the timer is a backstop.
@@ -257,6 +283,7 @@ class NameResolver(aiohttp_abc.AbstractResolver):
         self._closed = True
         channels = [*self._retired, *([self._channel] if self._channel else [])]
         self._retired.clear()
+        self._running.clear()
         self._channel = None
         for channel in channels:
             await channel.close()
