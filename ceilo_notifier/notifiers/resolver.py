@@ -50,10 +50,12 @@ import asyncio
 import dataclasses
 import functools
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 
 import aiodns
+import idna
 import pycares
 from aiohttp import abc as aiohttp_abc
 from oslo_config import cfg
@@ -72,6 +74,10 @@ TRIES = 2
 MAX_NAME = 253
 
 _NOT_FOUND = {aiodns.error.ARES_ENOTFOUND, aiodns.error.ARES_ENODATA}
+# What is looked up: dot-separated labels of letters, digits, "-" and "_".
+# Anything else (a NUL that ends the name as c-ares reads it, spaces, "%")
+# would let the name counted against a domain differ from the name asked.
+_NAME = re.compile(r"(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?")
 
 
 def parse_nameservers(values: Iterable[str]) -> list[str]:
@@ -108,6 +114,23 @@ def _failure(host: str, reason: str, errno: int = socket.EAI_AGAIN) -> socket.ga
     """A resolution failure. An OSError that is no TimeoutError: aiohttp reports it
     as ClientConnectorDNSError, which the REST notifier retries."""
     return socket.gaierror(errno, f"{host[:MAX_NAME]}: {reason}")
+
+
+def dns_name(host: str) -> str:
+    """The name as DNS spells it (IDNA for a name that is not ASCII, which
+    aiohttp never hands over: yarl encodes it).
+
+    :raises socket.gaierror: for a name that is not a host name.
+    """
+    name = host
+    if not name.isascii():
+        try:
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise _failure(host, f"not a host name ({exc})", socket.EAI_NONAME) from None
+    if len(name.rstrip(".")) > MAX_NAME or not _NAME.fullmatch(name):
+        raise _failure(host, "not a host name", socket.EAI_NONAME)
+    return name
 
 
 def share_of(host: str) -> str:
@@ -232,7 +255,8 @@ class NameResolver(aiohttp_abc.AbstractResolver):
             raise _failure(host, "the resolver is closed")
         loop = asyncio.get_running_loop()
         end = loop.time() + self.timeout
-        share = share_of(host)
+        name = dns_name(host)
+        share = share_of(name)
         try:
             slots = await self.gate.acquire(share, self.timeout)
         except asyncio.TimeoutError:
@@ -251,8 +275,8 @@ class NameResolver(aiohttp_abc.AbstractResolver):
 
         channel = self._channel_for_lookup()
         try:
-            lookup = channel.getaddrinfo(host, family=family, port=port, type=socket.SOCK_STREAM)
-        except Exception as exc:  # a name c-ares or IDNA refuses
+            lookup = channel.getaddrinfo(name, family=family, port=port, type=socket.SOCK_STREAM)
+        except Exception as exc:  # a name c-ares refuses
             release()
             self._lookup_ended(channel)
             raise _failure(host, f"cannot be looked up ({exc})", socket.EAI_NONAME) from None
