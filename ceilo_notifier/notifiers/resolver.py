@@ -24,8 +24,9 @@ What a tenant can make the service do here is bounded:
   the scheduler counts them; names without a dot, looked up under the
   search domains, all together); further ones wait for a slot within the
   same deadline. A slot is held until c-ares ends the query (by its own
-  timeouts, set to fit the deadline), or twice the deadline at most, so a
-  zone that never answers has no more queries out than its slots. A
+  timeouts, set to fit the deadline), or for twice the deadline and a
+  second at most, so a zone that never answers has no more queries out
+  than its slots. A
   domain's entry lives only while it has lookups running or waiting, so the
   table holds no more than the lookups in flight;
 * at most ``MAX_ADDRESSES`` addresses of an answer are kept, in the order
@@ -67,8 +68,9 @@ from ceilo_notifier import shares
 MAX_ADDRESSES = 32
 # Lookups served by one c-ares channel before it is replaced (see above).
 RENEW_AFTER = 512
-# c-ares tries each nameserver this many times; the first try gets a third of
-# the deadline and the second, doubled, the rest.
+# c-ares asks each nameserver this many times. Its first try waits a third of
+# the deadline; later ones follow c-ares's own measure of the server, so a
+# query may outlive the deadline (hence the slot's backstop in resolve).
 TRIES = 2
 # The longest name DNS carries; a longer one is quoted no further in errors.
 MAX_NAME = 253
@@ -221,8 +223,8 @@ class NameResolver(aiohttp_abc.AbstractResolver):
             old, self._channel, self._used = self._channel, self._make_channel(), 0
             self._running[self._channel] = 0
             if old is not None:
-                # Closed once its last lookup ends, or when every lookup it
-                # has has had its deadline, whichever comes first.
+                # Closed once its last lookup ends, or once its lookups have
+                # all had twice the deadline and a second, whichever is first.
                 self._retired.add(old)
                 self._close_if_idle(old)
                 asyncio.get_running_loop().call_later(
