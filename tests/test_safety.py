@@ -116,12 +116,20 @@ def test_loopback_in_any_spelling_is_refused_without_a_connection(run, lone_webh
     assert lone_webhook.server.connections == 0
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", *UNICODE_LOOPBACK, "0x7f.1"])
+@pytest.mark.parametrize("host", ["127.0.0.1", *UNICODE_LOOPBACK])
 def test_loopback_in_those_spellings_is_delivered_where_allowed(run, lone_webhook, host):
     url = on(host, lone_webhook)
     (d,) = run().deliver([url])
     assert d.outcome == events.DELIVERED, d.error
     assert len(lone_webhook.requests_for(url)) == 1
+
+
+def test_a_legacy_numeric_form_is_no_name_to_look_up_even_where_allowed(run, lone_webhook):
+    """getaddrinfo would read ``0x7f.1`` as 127.0.0.1; the resolver looks up host
+    names only, so it is never connected to, wherever it would point."""
+    (d,) = run(rest_notifier_max_retries=0).deliver([on("0x7f.1", lone_webhook)])
+    assert d.outcome == events.FAILED and "name resolution failed" in d.error, d.error
+    assert lone_webhook.server.connections == 0
 
 
 @pytest.mark.parametrize("host", ["%31%32%37.0.0.1", "0x7f%2e1", "127.0.0.1%2500.example.org"])
