@@ -115,12 +115,17 @@ class NotifierService(base.ServiceBase):
         if self.fanout_lock is not None:
             self.fanout_lock.release()
         if self.engine is not None:
-            unfinished = self.engine.stop(self.conf.shutdown_grace_period if graceful else 0)
+            unfinished = len(self.engine.stop(self.conf.shutdown_grace_period if graceful else 0))
+            if self.engine.journal is not None:
+                try:
+                    unfinished += self.engine.journal.parked_count()
+                except Exception as exc:
+                    LOG.warning("Could not count the retries parked in the journal (%s)", exc)
             if unfinished:
                 LOG.warning(
                     "Stopped with %d deliveries unfinished; they stay in the journal "
                     "and resume at the next start",
-                    len(unfinished),
+                    unfinished,
                 )
             self.engine = None
         for backend in self.backends:

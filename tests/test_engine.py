@@ -103,3 +103,23 @@ def test_a_blocking_attempt_has_its_whole_deadline_however_long_it_waited_for_a_
     assert r.outcomes(deliveries[3]) == [events.RETRYING, events.DELIVERED]
     (busy,) = [e for e in r.events if e.outcome == events.RETRYING]
     assert "all 1 plugin threads busy for 2.5 s" in busy.error
+
+
+def test_retries_waiting_in_memory_hold_no_intake_and_have_a_bound_of_their_own(run, webhook):
+    """Without a journal: a webhook answering 503 + Retry-After: 3000 to every request.
+    Its retries do not hold max_pending_deliveries (other alarms still go at once);
+    as many again wait in memory, the rest fail instead of waiting; and the wait is
+    capped at rest_notifier_retry_after_max."""
+    r = run(max_pending_deliveries=4, rest_notifier_retry_after_max=30)
+    busy = [webhook.url("busy/3000") for _ in range(12)]
+    for url in busy:
+        r.endpoint.handle(helpers.alarm([url]))
+    assert helpers.wait_until(lambda: all(webhook.requests_for(u) for u in busy), 5)
+    start = time.monotonic()
+    (healthy,) = r.deliver([webhook.url("ok")], timeout=5)
+    assert healthy.outcome == events.DELIVERED and time.monotonic() - start < 2
+    retrying = [e for e in r.events if e.outcome == events.RETRYING]
+    failed = [e for e in r.events if e.outcome == events.FAILED]
+    assert len(retrying) == 4 and len(failed) == 8, [e.error for e in r.events]
+    assert all(e.next_attempt_in == 30 for e in retrying)  # 3000 asked, 30 honoured
+    assert all("already wait for a retry" in e.error for e in failed)

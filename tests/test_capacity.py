@@ -1,0 +1,84 @@
+"""Capacity: what one tenant's failing webhooks, a flood of casts or a low file
+limit may cost everyone else (a real service, a real broker, real webhooks)."""
+
+from __future__ import annotations
+
+import time
+
+from ceilo_notifier import journal
+from tests import helpers
+from tests.helpers import alarm, wait_until
+
+
+def journaled(notifier, alarm_id: str) -> list[journal.Record]:
+    reader = journal.Journal(notifier.journal_url, "tests/reader/0")
+    try:
+        return reader.find(alarm_id=alarm_id)
+    finally:
+        reader.engine.dispose()
+
+
+def test_retries_a_webhook_defers_for_an_hour_hold_no_intake(
+    start_notifier, topic, caster, webhook
+):
+    """One tenant's 100 actions answer 503 + Retry-After: 3000, five times more than
+    max_pending_deliveries: the other tenants' alarms still go out at once, and the
+    retries wait rest_notifier_retry_after_max (300 s), parked in the journal."""
+    notifier = start_notifier(
+        topic, alarm={"max_pending_deliveries": 20, "rest_notifier_max_retries": 3}
+    )
+    client = caster(topic)
+    busy = []
+    for i in range(10):
+        urls = [webhook.url("busy/3000") for _ in range(10)]
+        busy += urls
+        client.cast(alarm(urls, alarm_id=f"busy-{i}"))
+    assert wait_until(lambda: all(webhook.requests_for(u) for u in busy), 20), (
+        f"{sum(bool(webhook.requests_for(u)) for u in busy)} of 100 first attempts made"
+    )
+    took = list(helpers.time_healthy_alarms(client, webhook, 5, "other").values())
+    assert all(t is not None and t < 5 for t in took), f"other tenants waited: {took}"
+
+    now = journal.utcnow()
+    rows = journaled(notifier, "busy-0")
+    assert len(rows) == 10 and all(r.state == "retrying" for r in rows), rows
+    for row in rows:
+        assert row.parked_until is not None  # out of memory
+        wait = (row.next_attempt_at - now).total_seconds()
+        assert 280 < wait <= 300, f"Retry-After 3000 not capped at 300 s: {wait:.0f} s"
+    assert notifier.wait_for_log(r"Alarm busy-0: attempt 1 .* retrying in 300\.0 s")
+    # Each webhook was asked once: no retry came early.
+    assert all(len(webhook.requests_for(u)) == 1 for u in busy)
+
+
+def test_a_parked_retry_is_attempted_when_due_and_superseded_by_a_newer_transition(
+    start_notifier, topic, caster, webhook
+):
+    notifier = start_notifier(
+        topic, alarm={"rest_notifier_retry_after_max": 3, "rest_notifier_max_retries": 3}
+    )
+    client = caster(topic)
+    url = webhook.url("retry-after/3000")  # 503 + Retry-After: 3000 once, then 200
+    client.cast(alarm([url], alarm_id="parked"))
+    assert webhook.wait_for(url)
+    assert wait_until(lambda: any(r.parked_until for r in journaled(notifier, "parked")), 3)
+    requests = webhook.wait_for(url, 2, timeout=10)
+    assert len(requests) == 2
+    assert 2.8 < requests[1].received - requests[0].received < 5
+    assert notifier.wait_for_log(r"Alarm parked delivered .* attempt 2")
+    assert notifier.wait_journaled("parked", "delivered")
+    (row,) = journaled(notifier, "parked")
+    assert row.parked_until is None
+
+    flip = webhook.url("retry-after/3000")
+    client.cast(alarm([flip], alarm_id="flip", current="alarm"))
+    assert webhook.wait_for(flip)
+    assert wait_until(lambda: any(r.parked_until for r in journaled(notifier, "flip")), 3)
+    client.cast(alarm([flip], alarm_id="flip", previous="alarm", current="ok"))
+    assert len(webhook.wait_for(flip, 2)) == 2
+    assert notifier.wait_for_log(r"Alarm flip: delivery \S+ to \S+ superseded", 5)
+    time.sleep(3.5)  # past when the parked "alarm" was due
+    # The receiver never gets the stale "alarm" after "ok".
+    assert [r.json()["current"] for r in webhook.requests_for(flip)] == ["alarm", "ok"]
+    states = sorted(r.state for r in journaled(notifier, "flip"))
+    assert states == ["delivered", "superseded"]
