@@ -63,6 +63,7 @@ class NotifierService(base.ServiceBase):
                 LOG.info("Resumed %d unfinished deliveries from the journal", len(resumed))
             self.takeover = takeover.Takeover(self.conf, the_journal, self.engine)
             self.takeover.start()
+        prefetch = rpc_consumer.intake_prefetch(self.conf)
         self.transport = rpc.get_transport(self.conf)
         target = rpc.get_target(self.conf, server=self.conf.host)
         the_endpoint = rpc_consumer.NotifierEndpoint(self.conf, self.engine)
@@ -87,12 +88,13 @@ class NotifierService(base.ServiceBase):
                 self.conf.alarm.notifier_topic,
             )
         LOG.info(
-            "ceilo-notifier consuming topic %s (host %s, exchange %s, %s executor) "
-            "with plugins: %s",
+            "ceilo-notifier consuming topic %s (host %s, exchange %s, %s executor, "
+            "prefetch %s) with plugins: %s",
             target.topic,
             self.conf.host,
             self.conf.control_exchange,
             self.executor,
+            prefetch or "unlimited",
             ", ".join(sorted(self.engine.plugins)),
         )
 

@@ -3,10 +3,12 @@ limit may cost everyone else (a real service, a real broker, real webhooks)."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+from urllib import parse
 
 from ceilo_notifier import journal
-from tests import helpers
+from tests import helpers, hostile
 from tests.helpers import alarm, wait_until
 
 
@@ -82,3 +84,112 @@ def test_a_parked_retry_is_attempted_when_due_and_superseded_by_a_newer_transiti
     assert [r.json()["current"] for r in webhook.requests_for(flip)] == ["alarm", "ok"]
     states = sorted(r.state for r in journaled(notifier, "flip"))
     assert states == ["delivered", "superseded"]
+
+
+def publish_casts(rabbit_url: str, topic: str, data: dict, count: int, threads: int = 2) -> None:
+    """Publish ``count`` notify_alarm casts of ``data`` as oslo.messaging's rabbit driver
+    does (its JSON envelope on the topic exchange), straight with py-amqp: a cast a
+    millisecond through oslo.messaging would make 100,000 take minutes. ``{n}`` in
+    ``data``'s alarm_id becomes the cast's number."""
+    import json
+    import threading
+    import uuid
+    from urllib import parse
+
+    import amqp
+
+    url = parse.urlsplit(rabbit_url)
+    message = {
+        "method": "notify_alarm",
+        "args": {"data": {**data, "alarm_id": data["alarm_id"].replace("{n}", "@N@")}},
+        "version": "1.0",
+        "_unique_id": "@ID@",
+    }
+    template = json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(message)})
+
+    def publish(numbers: range) -> None:
+        conn = amqp.Connection(
+            f"{url.hostname}:{url.port or 5672}",
+            userid=parse.unquote(url.username),
+            password=parse.unquote(url.password),
+            virtual_host=parse.unquote(url.path[1:]),
+        )
+        conn.connect()
+        try:
+            channel = conn.channel()
+            for n in numbers:
+                body = template.replace("@ID@", uuid.uuid4().hex).replace("@N@", str(n))
+                channel.basic_publish(
+                    amqp.Message(body, content_type="application/json", content_encoding="utf-8"),
+                    exchange="openstack",
+                    routing_key=topic,
+                )
+        finally:
+            conn.close()
+
+    workers = [
+        threading.Thread(target=publish, args=(range(i, count, threads),)) for i in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def queue_counts(rabbit_url: str, queue: str) -> tuple[int, int]:
+    """(ready, unacknowledged) messages of a queue of the test run's vhost."""
+    vhost = parse.unquote(parse.urlsplit(rabbit_url).path[1:])
+    out = subprocess.run(
+        [
+            "rabbitmqctl",
+            "-q",
+            "list_queues",
+            "-p",
+            vhost,
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if fields and fields[0] == queue:
+            return int(fields[1]), int(fields[2])
+    raise AssertionError(f"no queue {queue} in {out}")
+
+
+def test_a_flood_waits_in_the_broker_not_in_the_service(start_notifier, topic, rabbit_url):
+    """100,000 casts while every delivery hangs: the service takes what it can hold
+    and leaves the rest ready in RabbitMQ, its memory flat."""
+    dead = hostile.Blackhole()
+    notifier = start_notifier(
+        topic, alarm={"max_pending_deliveries": 50, "rest_notifier_timeout": 60}
+    )
+    try:
+        pid = notifier.proc.pid
+        before = hostile.tree_rss(pid)
+        sampler = hostile.RssSampler(pid, interval=0.1)
+        publish_casts(rabbit_url, topic, alarm([dead.url()], alarm_id="flood-{n}"), 100_000)
+        time.sleep(8)  # the service takes what it will
+        peak = sampler.stop()
+        ready, unacked = queue_counts(rabbit_url, topic)
+        growth = peak - before
+        assert growth < 60 * hostile.MB, (
+            f"the service grew {growth / hostile.MB:.0f} MB under a flood "
+            f"({ready} ready, {unacked} unacknowledged in RabbitMQ)"
+        )
+        assert ready > 95_000, f"only {ready} of 100,000 casts left in RabbitMQ ({unacked} held)"
+        assert notifier.alive()
+    finally:
+        vhost = parse.unquote(parse.urlsplit(rabbit_url).path[1:])
+        subprocess.run(
+            ["rabbitmqctl", "-q", "purge_queue", "-p", vhost, topic],
+            capture_output=True,
+            timeout=60,
+        )
+        notifier.stop(timeout=10)
+        dead.close()

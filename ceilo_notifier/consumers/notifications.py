@@ -16,6 +16,8 @@ import time
 import oslo_messaging
 from oslo_config import cfg
 from oslo_log import log
+from oslo_messaging.notify import dispatcher as notify_dispatcher
+from oslo_messaging.notify import listener as notify_listener
 
 from ceilo_notifier.consumers import rpc
 from ceilo_notifier.engine import JournalUnavailable
@@ -60,6 +62,10 @@ class AlarmUpdateEndpoint:
         return oslo_messaging.NotificationResult.REQUEUE
 
 
+class BoundedListener(rpc.BoundedIntake, notify_listener.BatchNotificationServer):
+    """oslo.messaging's batch notification listener, with its intake bounded."""
+
+
 def get_listener(
     conf: cfg.ConfigOpts,
     transport: oslo_messaging.Transport,
@@ -68,11 +74,15 @@ def get_listener(
 ) -> oslo_messaging.MessageHandlingServer:
     opts = conf.alarm
     target = oslo_messaging.Target(topic=opts.notifier_topic, exchange=opts.notifier_exchange)
-    return oslo_messaging.get_batch_notification_listener(
+    # What get_batch_notification_listener builds, with the bounded server class.
+    dispatcher = notify_dispatcher.BatchNotificationDispatcher(
+        [AlarmUpdateEndpoint(endpoint, opts.notification_listener_pool)], None
+    )
+    return BoundedListener(
         transport,
         [target],
-        [AlarmUpdateEndpoint(endpoint, opts.notification_listener_pool)],
-        executor=executor,
+        dispatcher,
+        None if executor == "threading" else executor,  # threading is the default
         allow_requeue=True,
         pool=opts.notification_listener_pool,
         batch_size=opts.batch_size,
