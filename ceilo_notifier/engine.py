@@ -41,7 +41,7 @@ from oslo_config import cfg
 from oslo_log import log
 from stevedore import extension
 
-from ceilo_notifier import announce, attempt, events, intake, notifiers, retry, scheduler
+from ceilo_notifier import announce, attempt, events, intake, limits, notifiers, retry, scheduler
 from ceilo_notifier import delivery as delivery_mod
 from ceilo_notifier.delivery import Delivery, request_id_for
 from ceilo_notifier.journal import Journal, Record, is_outage, utcnow
@@ -141,7 +141,7 @@ class Engine:
         self.loop = asyncio.new_event_loop()
         self.scheduler = scheduler.Scheduler(
             self.loop,
-            conf.alarm.dispatch_pool_size,
+            limits.pool_size(conf, warn=True),
             conf.alarm.per_host_concurrency,
             start=self._start,
             supersede=self._supersede,

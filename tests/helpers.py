@@ -261,6 +261,7 @@ class NotifierProcess:
         debug: bool = False,
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
     ):
         self.log_path = log_path
         cmd = [
@@ -280,6 +281,7 @@ class NotifierProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             cwd=str(ROOT),
+            preexec_fn=preexec_fn,
         )
 
     def log(self) -> str:

@@ -3,6 +3,8 @@ limit may cost everyone else (a real service, a real broker, real webhooks)."""
 
 from __future__ import annotations
 
+import re
+import resource
 import subprocess
 import time
 from urllib import parse
@@ -193,3 +195,67 @@ def test_a_flood_waits_in_the_broker_not_in_the_service(start_notifier, topic, r
         )
         notifier.stop(timeout=10)
         dead.close()
+
+
+def test_a_low_open_file_limit_shrinks_the_pool_instead_of_running_out(
+    start_notifier, topic, caster, webhook
+):
+    """Soft and hard limit 1024 (systemd's soft default, and no way up), the default
+    dispatch_pool_size of 1024, and 1,500 deliveries to five hosts that accept and
+    never answer: the pool shrinks to what fits, and the journal and a healthy
+    alarm still work, with no EMFILE anywhere."""
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    dead = [hostile.Blackhole(f"127.0.0.{i}") for i in range(2, 7)]
+    try:
+        notifier = start_notifier(
+            topic,
+            alarm={
+                "dispatch_pool_size": 1024,
+                "per_host_concurrency": 256,
+                "rest_notifier_timeout": 4,
+                "rest_notifier_max_retries": 0,
+            },
+            preexec_fn=low_limit,
+        )
+        shrunk = re.search(r"WARNING .* dispatch_pool_size 1024 .*: (\d+) attempts", notifier.log())
+        assert shrunk, notifier.log()[-3000:]
+        pool = int(shrunk[1])
+        client = caster(topic)
+        for i in range(300):
+            for j, host in enumerate(dead):
+                client.cast(alarm([host.url()], alarm_id=f"hung-{j}-{i}"))
+        assert wait_until(lambda: sum(h.accepted for h in dead) >= pool, 15), [
+            h.accepted for h in dead
+        ]
+        (took,) = helpers.time_healthy_alarms(client, webhook, 1, "healthy", 15).values()
+        # Behind a full pool of hung attempts it waits at most one timeout for a slot.
+        assert took is not None and took < 10, took
+        assert notifier.wait_journaled("healthy-0", "delivered")
+        assert notifier.wait_for_log(r"Alarm hung-\d-\d+: delivery to .* failed", 10)
+        log = notifier.log()
+        assert "Too many open files" not in log and "EMFILE" not in log, log[-3000:]
+        assert len(re.findall(r"dispatch_pool_size 1024 does not fit", log)) == 1
+        assert notifier.alive()
+    finally:
+        for host in dead:
+            host.close()
+
+
+def test_the_soft_open_file_limit_is_raised_to_the_hard_one_at_start(
+    start_notifier, topic, caster, webhook
+):
+    def systemd_default():  # its soft limit, a hard one of our own
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096))
+
+    notifier = start_notifier(topic, preexec_fn=systemd_default)
+    log = notifier.log()
+    assert log.count("Open file limit raised from 1024 to 4096") == 1, log[-3000:]
+    assert "does not fit under the open file limit" not in log
+    with open(f"/proc/{notifier.proc.pid}/limits") as limits:
+        (line,) = [x for x in limits if x.startswith("Max open files")]
+    assert line.split()[3:5] == ["4096", "4096"]
+    (took,) = helpers.time_healthy_alarms(caster(topic), webhook, 1, "raised").values()
+    assert took is not None and took < 5

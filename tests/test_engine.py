@@ -123,3 +123,19 @@ def test_retries_waiting_in_memory_hold_no_intake_and_have_a_bound_of_their_own(
     assert len(retrying) == 4 and len(failed) == 8, [e.error for e in r.events]
     assert all(e.next_attempt_in == 30 for e in retrying)  # 3000 asked, 30 honoured
     assert all("already wait for a retry" in e.error for e in failed)
+
+
+def test_idle_keep_alive_connections_never_outnumber_the_pool(run):
+    """Webhooks on ten hosts answering at once: keep-alive keeps at most
+    dispatch_pool_size connections open, not one per host for keepalive_timeout."""
+    hooks = [helpers.Webhook() for _ in range(10)]  # a port each: a connection each
+    try:
+        r = run(dispatch_pool_size=4)
+        deliveries = r.deliver([h.url("ok") for h in hooks])
+        assert all(d.outcome == events.DELIVERED for d in deliveries)
+        connector = r.engine.plugins["http"]._client.connector
+        idle = sum(len(conns) for conns in connector._conns.values())
+        assert 0 < idle <= 4
+    finally:
+        for hook in hooks:
+            hook.close()

@@ -36,7 +36,7 @@ from oslo_config import cfg
 from oslo_log import log
 from oslo_utils import strutils
 
-from ceilo_notifier import masking, notifiers, version
+from ceilo_notifier import limits, masking, notifiers, version
 from ceilo_notifier.notification import AlarmNotification
 from ceilo_notifier.notifiers import proxies, safety
 
@@ -190,7 +190,8 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         session = self._client
         if session is None or session.closed:
             opts = self.conf.alarm
-            connector = aiohttp.TCPConnector(
+            connector = limits.KeepAliveConnector(
+                max_idle=limits.pool_size(self.conf),
                 limit=0,  # the scheduler caps the pool and each host
                 limit_per_host=0,
                 resolver=safety.SafeResolver(self.policy, self.proxies.endpoints()),
