@@ -139,3 +139,22 @@ def test_idle_keep_alive_connections_never_outnumber_the_pool(run):
     finally:
         for hook in hooks:
             hook.close()
+
+
+def test_a_retry_after_of_any_size_or_shape_waits_at_most_the_cap():
+    from ceilo_notifier import retry
+    from ceilo_notifier.notifiers import rest
+
+    policy = retry.RetryPolicy(
+        max_retries=3, backoff=0.0, backoff_max=0.0, max_age=3600, retry_after_max=300
+    )
+    for header, wait in [
+        ("3000", 300),
+        ("9" * 400, 300),  # a float of infinity
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 300),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", 0),  # long past: at once
+        ("-5", 0),  # not delta-seconds: ignored
+        ("1e12", 0),
+        ("²", 0),  # a digit to str.isdigit, not to float
+    ]:
+        assert policy.next_delay(1, 0.0, rest.parse_retry_after(header)) == wait, header
