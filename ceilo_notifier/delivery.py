@@ -81,8 +81,8 @@ class Delivery:
         self.plugin = plugin
         self.attempt = attempt
         self.first_attempt: float | None = None
-        # When the journal accepted it, for one resumed from there; None for
-        # one just accepted, which is newer than anything read back.
+        # When the journal accepted it (its created_at); None without a journal
+        # record, taken as newer than anything read back from the journal.
         self.accepted: float | None = None
         self.state = QUEUED
         self.outcome: str | None = None

@@ -60,6 +60,8 @@ PARK_AFTER = 2.0
 PARK_POLL = 1.0
 PARK_LOOKAHEAD = 1.5
 PARK_BATCH = 500
+# Deliveries held back for a crowded share are logged at most this often.
+HELD_LOG_INTERVAL = 10.0
 
 
 class JournalUnavailable(Exception):
@@ -149,6 +151,10 @@ class Engine:
         )
         self._parking: list[tuple[Delivery, datetime.datetime]] = []
         self._parked_keys = _ParkedKeys()
+        # Deliveries one share may have running or waiting for a slot before
+        # further ones wait in the journal (with one): its slots, and as many queued.
+        self.share_cap = 2 * self.scheduler.per_host
+        self._held, self._held_logged = 0, -HELD_LOG_INTERVAL
         self._tasks: set[asyncio.Task] = set()
         # Set while other processes share the journal (workers, other hosts).
         self.journal_shared = journal is not None and conf.workers > 1
@@ -191,9 +197,59 @@ class Engine:
             if deliveries is None:
                 raise JournalUnavailable("stopping while the journal is unreachable")
             self._supersede_parked(deliveries)
-        for delivery in deliveries:
+            admitted = self._hold_crowded(deliveries)
+        else:
+            admitted = deliveries
+        for delivery in admitted:
             self.submit(delivery)
         return deliveries
+
+    def _hold_crowded(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Park deliveries to shares that already have ``share_cap`` deliveries
+        running or waiting for a slot; those to submit.
+
+        So that one tenant's flood to a dead host does not fill
+        ``max_pending_deliveries`` and stop the consumers for everyone: its
+        excess waits in the journal, read back (and held again while the share
+        is still full) like a parked retry.
+        """
+        extra: dict[str, int] = {}
+        admitted, held = [], []
+        for delivery in deliveries:
+            share = delivery.share
+            if self.scheduler.load(share) + extra.get(share, 0) >= self.share_cap:
+                held.append(delivery)
+            else:
+                admitted.append(delivery)
+                extra[share] = extra.get(share, 0) + 1
+        if not held:
+            return admitted
+        # Spread over the time the share needs to take them, at worst (every
+        # attempt to its timeout): read back at the pace it drains, not all at once.
+        pace = self.conf.alarm.rest_notifier_timeout / self.scheduler.per_host
+        start, rows, place = utcnow(), [], {}
+        for d in held:
+            place[d.share] = place.get(d.share, -1) + 1
+            wait = PARK_AFTER + place[d.share] * pace
+            rows.append((d.request_id, start + datetime.timedelta(seconds=wait)))
+        try:
+            self.journal.park(rows)
+        except Exception as exc:
+            LOG.warning("Could not park %d deliveries in the journal (%s)", len(held), _cause(exc))
+            return deliveries
+        self._parked_keys.add((d.notification.alarm_id, d.masked_action) for d in held)
+        self._held += len(held)
+        now = time.monotonic()
+        if now - self._held_logged >= HELD_LOG_INTERVAL:
+            LOG.warning(
+                "%d deliveries wait in the journal: their hosts (%s) already have %d "
+                "deliveries running or waiting for a slot (2 x per_host_concurrency)",
+                self._held,
+                ", ".join(sorted({d.share for d in held})[:5]),
+                self.share_cap,
+            )
+            self._held, self._held_logged = 0, now
+        return admitted
 
     def _supersede_parked(self, deliveries: list[Delivery]) -> None:
         """Newer transitions supersede their keys' retries parked in the journal at
@@ -254,7 +310,10 @@ class Engine:
         delay, waited = 0.5, 0.0
         while True:
             try:
-                self.journal.record_new(rows)
+                for delivery, accepted in zip(
+                    deliveries, self.journal.record_new(rows), strict=True
+                ):
+                    delivery.accepted = accepted.timestamp()
                 if waited:
                     LOG.warning("Alarm %s: journaled after %.0f s", alarms, waited)
                 return deliveries
@@ -319,11 +378,13 @@ class Engine:
         records = list(records)
         the_journal = the_journal or self.journal
         parked: set[str] = set()
-        if the_journal is not None and the_journal is self.journal and not unparked:
+        own = the_journal is not None and the_journal is self.journal
+        if own and not unparked:
             records, parked = self._settle_parked(records)
         newest = the_journal.newest(records) if the_journal is not None and records else {}
         max_age = self.conf.alarm.rest_notifier_retry_max_age
         resumed = []
+        to_submit: list[tuple[Delivery, float]] = []
         now = time.time()
         for record in records:
             notification = AlarmNotification(**record.notification)
@@ -352,7 +413,16 @@ class Engine:
             resumed.append(delivery)
             if record.request_id in parked:
                 continue  # read back when due
-            self.submit(delivery, _delay(record, now))
+            if own:
+                to_submit.append((delivery, _delay(record, now)))
+            else:
+                self.submit(delivery, _delay(record, now))
+        if to_submit:
+            # Those of shares already full wait in the journal (again).
+            admitted = {id(d) for d in self._hold_crowded([d for d, _ in to_submit])}
+            for delivery, delay in to_submit:
+                if id(delivery) in admitted:
+                    self.submit(delivery, delay)
         return resumed
 
     def _settle_parked(self, records: list[Record]) -> tuple[list[Record], set[str]]:

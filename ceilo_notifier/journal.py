@@ -271,10 +271,11 @@ class Journal:
 
     # -- writes from the engine and the database event dispatcher ----------
 
-    def record_new(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Write deliveries before their first attempt, all in one transaction."""
+    def record_new(self, rows: Sequence[dict[str, Any]]) -> list[datetime.datetime]:
+        """Write deliveries before their first attempt, all in one transaction;
+        when each was accepted (its ``created_at``)."""
         if not rows:
-            return
+            return []
         now = utcnow()
         # One microsecond apart, in order: transitions accepted together keep
         # their order for resuming and supersession.
@@ -291,6 +292,7 @@ class Journal:
             for i, row in enumerate(rows)
         ]
         self._group_commit.write(values)
+        return [value["created_at"] for value in values]
 
     def _insert(self, values: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:

@@ -145,6 +145,12 @@ class Scheduler:
         self.retry_later(delivery, delay)
         return True
 
+    def load(self, share: str) -> int:
+        """Deliveries of a share running or waiting for a slot. Read from other
+        threads too: a moment's count, good enough for a cap."""
+        line = self._shares.get(share)
+        return 0 if line is None else line.active + len(line.waiting)
+
     def unfinished(self) -> list[Delivery]:
         return [d for line in self._keys.values() for d in (line.current, *line.pending)]
 
@@ -218,7 +224,8 @@ class Scheduler:
 
 
 def _older(delivery: Delivery, other: Delivery) -> bool:
-    """Whether a delivery resumed from the journal was accepted before ``other``."""
+    """Whether the journal accepted a delivery before ``other``: a newer transition
+    of its key is then known, and it is stale wherever it came from."""
     if delivery.accepted is None:
         return False
     return other.accepted is None or delivery.accepted < other.accepted

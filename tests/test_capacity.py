@@ -259,3 +259,29 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_one_at_start(
     assert line.split()[3:5] == ["4096", "4096"]
     (took,) = helpers.time_healthy_alarms(caster(topic), webhook, 1, "raised").values()
     assert took is not None and took < 5
+
+
+def test_a_flood_to_a_dead_host_waits_in_the_journal_not_in_intake(
+    start_notifier, topic, caster, webhook
+):
+    """500 deliveries to a host that accepts and never answers, more than
+    max_pending_deliveries: beyond twice its per-host slots they wait in the
+    journal, so the consumers still take other tenants' alarms at once."""
+    dead = hostile.Blackhole("127.0.0.2")
+    small = {"max_pending_deliveries": 200, "per_host_concurrency": 10}
+    try:
+        notifier = start_notifier(
+            topic, alarm={**small, "rest_notifier_timeout": 30, "rest_notifier_max_retries": 0}
+        )
+        client = caster(topic)
+        for i in range(50):
+            client.cast(alarm([dead.url() for _ in range(10)], alarm_id=f"dead-{i}"))
+        assert wait_until(lambda: dead.accepted >= 10, 10)
+        assert notifier.wait_for_log(r"deliveries wait in the journal: their hosts \(127\.0\.0\.2")
+        took = list(helpers.time_healthy_alarms(client, webhook, 5, "healthy").values())
+        assert all(t is not None and t < 5 for t in took), f"other tenants waited: {took}"
+        held = [r for i in range(50) for r in journaled(notifier, f"dead-{i}") if r.parked_until]
+        assert len(held) > 400, len(held)
+        assert dead.accepted == 10  # its slots, no more
+    finally:
+        dead.close()
