@@ -95,7 +95,8 @@ class KeepAliveConnector(aiohttp.TCPConnector):
         super().__init__(*args, **kwargs)
         self.max_idle = max_idle
 
-    def _release(self, key, protocol, *, should_close: bool = False) -> None:
+    def _release(self, key, protocol, *args, should_close: bool = False, **kwargs) -> None:
+        # aiohttp's own hook (3.10 to 3.14): the one place a connection becomes idle.
         if not should_close and sum(map(len, self._conns.values())) >= self.max_idle:
             should_close = True
-        super()._release(key, protocol, should_close=should_close)
+        super()._release(key, protocol, *args, should_close=should_close, **kwargs)

@@ -124,7 +124,10 @@ ALARM_OPTS = CLIENT_OPTS + [
         "that share wait in its own line; shares with deliveries waiting are "
         "served in turn, so a dead host, or a tenant writing thousands of "
         "subdomains, holds at most this many slots, each for at most "
-        "rest_notifier_timeout. Keep it well below dispatch_pool_size.",
+        "rest_notifier_timeout. With the journal, a share with twice this many "
+        "deliveries running or waiting for a slot has further ones wait in the "
+        "journal, so that it cannot fill max_pending_deliveries. Keep it well "
+        "below dispatch_pool_size.",
     ),
     cfg.IntOpt(
         "max_pending_deliveries",

@@ -62,7 +62,8 @@ class BoundedIntake:
     def _on_incoming(self, incoming):
         slots = getattr(self, "_slots", None)
         if slots is None:
-            slots = self._slots = threading.Semaphore(self._work_executor._max_workers)
+            workers = getattr(self._work_executor, "_max_workers", None) or 64
+            slots = self._slots = threading.Semaphore(workers)
         slots.acquire()
         try:
             future = self._work_executor.submit(self._process_incoming, incoming)
