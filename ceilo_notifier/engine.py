@@ -62,6 +62,8 @@ PARK_LOOKAHEAD = 1.5
 PARK_BATCH = 500
 # Deliveries held back for a crowded share are logged at most this often.
 HELD_LOG_INTERVAL = 10.0
+# Held back again, a delivery waits half as long again as it has, at most this.
+HOLD_BACKOFF_MAX = 300.0
 
 
 class JournalUnavailable(Exception):
@@ -225,12 +227,15 @@ class Engine:
         if not held:
             return admitted
         # Spread over the time the share needs to take them, at worst (every
-        # attempt to its timeout): read back at the pace it drains, not all at once.
+        # attempt to its timeout): read back at the pace it drains, not all at
+        # once; and the longer one has waited, the later it is read again, so
+        # that a backlog of many held a long time is not read over and over.
         pace = self.conf.alarm.rest_notifier_timeout / self.scheduler.per_host
-        start, rows, place = utcnow(), [], {}
+        start, now, rows, place = utcnow(), time.time(), [], {}
         for d in held:
             place[d.share] = place.get(d.share, -1) + 1
-            wait = PARK_AFTER + place[d.share] * pace
+            waited = max(0.0, now - (d.accepted or now))
+            wait = PARK_AFTER + place[d.share] * pace + min(waited / 2, HOLD_BACKOFF_MAX)
             rows.append((d.request_id, start + datetime.timedelta(seconds=wait)))
         try:
             self.journal.park(rows)
