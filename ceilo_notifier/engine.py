@@ -154,8 +154,10 @@ class Engine:
         self._parking: list[tuple[Delivery, datetime.datetime]] = []
         self._parked_keys = _ParkedKeys()
         # Deliveries one share may have running or waiting for a slot before
-        # further ones wait in the journal (with one): its slots, and as many queued.
-        self.share_cap = 2 * self.scheduler.per_host
+        # further ones wait in the journal (with one): its slots and as many
+        # queued, or a tenth of the intake bound if that is more, so that a
+        # burst to one busy but healthy webhook is queued here, not held back.
+        self.share_cap = max(2 * self.scheduler.per_host, self.max_pending // 10)
         self._held, self._held_logged = 0, -HELD_LOG_INTERVAL
         self._tasks: set[asyncio.Task] = set()
         # Set while other processes share the journal (workers, other hosts).
@@ -248,7 +250,7 @@ class Engine:
         if now - self._held_logged >= HELD_LOG_INTERVAL:
             LOG.warning(
                 "%d deliveries wait in the journal: their hosts (%s) already have %d "
-                "deliveries running or waiting for a slot (2 x per_host_concurrency)",
+                "deliveries running or waiting for a slot",
                 self._held,
                 ", ".join(sorted({d.share for d in held})[:5]),
                 self.share_cap,

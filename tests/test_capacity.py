@@ -265,8 +265,9 @@ def test_a_flood_to_a_dead_host_waits_in_the_journal_not_in_intake(
     start_notifier, topic, caster, webhook
 ):
     """500 deliveries to a host that accepts and never answers, more than
-    max_pending_deliveries: beyond twice its per-host slots they wait in the
-    journal, so the consumers still take other tenants' alarms at once."""
+    max_pending_deliveries: beyond twice its per-host slots (a tenth of
+    max_pending_deliveries too, here) they wait in the journal, so the consumers still
+    take other tenants' alarms at once."""
     dead = hostile.Blackhole("127.0.0.2")
     small = {"max_pending_deliveries": 200, "per_host_concurrency": 10}
     try:
