@@ -50,6 +50,7 @@ class Delivery:
         "plugin",
         "attempt",
         "first_attempt",
+        "accepted",
         "state",
         "outcome",
         "status_code",
@@ -80,6 +81,9 @@ class Delivery:
         self.plugin = plugin
         self.attempt = attempt
         self.first_attempt: float | None = None
+        # When the journal accepted it (its created_at); None without a journal
+        # record, taken as newer than anything read back from the journal.
+        self.accepted: float | None = None
         self.state = QUEUED
         self.outcome: str | None = None
         self.status_code: int | None = None

@@ -12,14 +12,27 @@
 One asyncio event loop per process runs the scheduler and every attempt; an
 in-flight delivery costs memory, not a thread. Consumer threads hand alarms
 over with ``accept`` and never wait on a webhook; they wait only when the
-number of unfinished deliveries reaches ``[alarm] max_pending_deliveries``,
-so that memory stays bounded and a flood is consumed more slowly instead.
+number of deliveries running or waiting for a slot reaches ``[alarm]
+max_pending_deliveries``, so that memory stays bounded and a flood is
+consumed more slowly instead.
+
+Deliveries waiting for a retry do not count there: a webhook answering 503
+with ``Retry-After`` could otherwise hold intake for every tenant. With the
+journal, a retry due in more than ``PARK_AFTER`` seconds (or any, once
+``max_pending_deliveries`` retries wait in memory) is *parked*: its row says
+when it is due and the delivery leaves memory; a thread reads parked rows
+back shortly before they are due and resumes them as a restart would (stale
+ones are failed or superseded, and the attempt asks the journal for newer
+transitions first). Without the journal, up to ``max_pending_deliveries``
+retries wait in memory, beyond which a retry is failed.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import concurrent.futures
+import datetime
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -28,10 +41,20 @@ from oslo_config import cfg
 from oslo_log import log
 from stevedore import extension
 
-from ceilo_notifier import announce, attempt, events, intake, notifiers, pools, retry, scheduler
+from ceilo_notifier import (
+    announce,
+    attempt,
+    events,
+    intake,
+    limits,
+    notifiers,
+    pools,
+    retry,
+    scheduler,
+)
 from ceilo_notifier import delivery as delivery_mod
 from ceilo_notifier.delivery import Delivery, request_id_for
-from ceilo_notifier.journal import Journal, Record, is_outage
+from ceilo_notifier.journal import Journal, Record, is_outage, utcnow
 from ceilo_notifier.notification import AlarmNotification
 
 LOG = log.getLogger(__name__)
@@ -39,6 +62,18 @@ LOG = log.getLogger(__name__)
 # Waiting for an older transition that another process holds.
 TURN_WAIT = 0.2
 MAX_TURN_WAIT = 60.0
+
+# A retry due later than this waits in the journal (parked), not in memory.
+PARK_AFTER = 2.0
+# Parked retries are looked for this often, due up to this far ahead (less
+# than PARK_AFTER, so one just parked is not read straight back), this many a read.
+PARK_POLL = 1.0
+PARK_LOOKAHEAD = 1.5
+PARK_BATCH = 500
+# Deliveries held back for a crowded share are logged at most this often.
+HELD_LOG_INTERVAL = 10.0
+# Held back again, a delivery waits half as long again as it has, at most this.
+HOLD_BACKOFF_MAX = 300.0
 
 
 class JournalUnavailable(Exception):
@@ -60,6 +95,39 @@ def load_plugins(conf: cfg.ConfigOpts) -> dict[str, notifiers.AlarmNotifier]:
     return {ext.name: ext.obj for ext in manager}
 
 
+class _ParkedKeys:
+    """Which (alarm, masked action) keys may have a retry parked in the journal.
+
+    Counts per hash bucket, so that intake asks the journal only for alarms
+    that may have one: a false "maybe" costs a query; a key missed (parked by
+    an earlier launch) only means its retry is superseded when due, not at once.
+    """
+
+    SIZE = 1 << 16
+
+    def __init__(self) -> None:
+        self._counts = array.array("I", bytes(4 * self.SIZE))
+        self._lock = threading.Lock()
+
+    def _slot(self, key: tuple[str, str]) -> int:
+        return hash(key) & (self.SIZE - 1)
+
+    def add(self, keys: Iterable[tuple[str, str]]) -> None:
+        with self._lock:
+            for key in keys:
+                self._counts[self._slot(key)] += 1
+
+    def discard(self, keys: Iterable[tuple[str, str]]) -> None:
+        with self._lock:
+            for key in keys:
+                slot = self._slot(key)
+                if self._counts[slot]:
+                    self._counts[slot] -= 1
+
+    def maybe(self, key: tuple[str, str]) -> bool:
+        return self._counts[self._slot(key)] > 0
+
+
 class Engine:
     """Turns (alarm, actions) into deliveries and drives each to a final outcome."""
 
@@ -77,18 +145,30 @@ class Engine:
         self.checker = intake.ActionChecker(conf, self.plugins, self.announcer.announce)
         self.attempter = attempt.Attempter(conf, retry.RetryPolicy.from_conf(conf))
         self.max_pending = conf.alarm.max_pending_deliveries
-        self._pending = 0  # deliveries accepted and not yet announced final
+        # Retries waiting in memory have a bound of their own, the same size.
+        self.max_waiting = self.max_pending
+        self._pending = 0  # deliveries running or waiting for a slot, not final
+        self._waiting = 0  # deliveries waiting in memory for a retry (or being parked)
         self._waiters = 0  # threads waiting for _pending to drop
         self._pending_cond = threading.Condition()
         self._closed = False
         self.loop = asyncio.new_event_loop()
         self.scheduler = scheduler.Scheduler(
             self.loop,
-            conf.alarm.dispatch_pool_size,
+            limits.pool_size(conf, warn=True),
             conf.alarm.per_host_concurrency,
             start=self._start,
             supersede=self._supersede,
+            due=self._retry_due,
         )
+        self._parking: list[tuple[Delivery, datetime.datetime]] = []
+        self._parked_keys = _ParkedKeys()
+        # Deliveries one share may have running or waiting for a slot before
+        # further ones wait in the journal (with one): its slots and as many
+        # queued, or a tenth of the intake bound if that is more, so that a
+        # burst to one busy but healthy webhook is queued here, not held back.
+        self.share_cap = max(2 * self.scheduler.per_host, self.max_pending // 10)
+        self._held, self._held_logged = 0, -HELD_LOG_INTERVAL
         self._tasks: set[asyncio.Task] = set()
         # Set while other processes share the journal (workers, other hosts).
         self.journal_shared = journal is not None and conf.workers > 1
@@ -102,6 +182,13 @@ class Engine:
             target=self.loop.run_forever, name="delivery-loop", daemon=True
         )
         self._thread.start()
+        self._reader_stop = threading.Event()
+        self._reader: threading.Thread | None = None
+        if journal is not None:
+            self._reader = threading.Thread(
+                target=self._read_parked, name="retry-reader", daemon=True
+            )
+            self._reader.start()
 
     # -- intake (any thread) ------------------------------------------------
 
@@ -128,9 +215,78 @@ class Engine:
             deliveries = self._record(deliveries, strict)
             if deliveries is None:
                 raise JournalUnavailable("stopping while the journal is unreachable")
-        for delivery in deliveries:
+            self._supersede_parked(deliveries)
+            admitted = self._hold_crowded(deliveries)
+        else:
+            admitted = deliveries
+        for delivery in admitted:
             self.submit(delivery)
         return deliveries
+
+    def _hold_crowded(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Park deliveries to shares that already have ``share_cap`` deliveries
+        running or waiting for a slot; those to submit.
+
+        So that one tenant's flood to a dead host does not fill
+        ``max_pending_deliveries`` and stop the consumers for everyone: its
+        excess waits in the journal, read back (and held again while the share
+        is still full) like a parked retry.
+        """
+        extra: dict[str, int] = {}
+        admitted, held = [], []
+        for delivery in deliveries:
+            share = delivery.share
+            if self.scheduler.load(share) + extra.get(share, 0) >= self.share_cap:
+                held.append(delivery)
+            else:
+                admitted.append(delivery)
+                extra[share] = extra.get(share, 0) + 1
+        if not held:
+            return admitted
+        # Spread over the time the share needs to take them, at worst (every
+        # attempt to its timeout): read back at the pace it drains, not all at
+        # once; and the longer one has waited, the later it is read again, so
+        # that a backlog of many held a long time is not read over and over.
+        pace = self.conf.alarm.rest_notifier_timeout / self.scheduler.per_host
+        start, now, rows, place = utcnow(), time.time(), [], {}
+        for d in held:
+            place[d.share] = place.get(d.share, -1) + 1
+            waited = max(0.0, now - (d.accepted or now))
+            wait = PARK_AFTER + place[d.share] * pace + min(waited / 2, HOLD_BACKOFF_MAX)
+            rows.append((d.request_id, start + datetime.timedelta(seconds=wait)))
+        try:
+            self.journal.park(rows)
+        except Exception as exc:
+            LOG.warning("Could not park %d deliveries in the journal (%s)", len(held), _cause(exc))
+            return deliveries
+        self._parked_keys.add((d.notification.alarm_id, d.masked_action) for d in held)
+        self._held += len(held)
+        now = time.monotonic()
+        if now - self._held_logged >= HELD_LOG_INTERVAL:
+            LOG.warning(
+                "%d deliveries wait in the journal: their hosts (%s) already have %d "
+                "deliveries running or waiting for a slot",
+                self._held,
+                ", ".join(sorted({d.share for d in held})[:5]),
+                self.share_cap,
+            )
+            self._held, self._held_logged = 0, now
+        return admitted
+
+    def _supersede_parked(self, deliveries: list[Delivery]) -> None:
+        """Newer transitions supersede their keys' retries parked in the journal at
+        once, as they do those waiting in memory (else, when due: ``resume``)."""
+        keys = {(d.notification.alarm_id, d.masked_action) for d in deliveries}
+        keys = {key for key in keys if self._parked_keys.maybe(key)}
+        if not keys:
+            return
+        try:
+            parked = self.journal.parked_of(alarm_id for alarm_id, _ in keys)
+            stale = [r for r in parked if (r.alarm_id, r.action_masked) in keys]
+            if stale:
+                self.resume(self._unpark(stale), unparked=True)
+        except Exception as exc:
+            LOG.warning("Could not look for retries parked in the journal (%s)", _cause(exc))
 
     def _not_journaled_yet(self, deliveries: list[Delivery]) -> list[Delivery]:
         """The deliveries of messages the broker delivered again, dropped when journaled.
@@ -176,12 +332,15 @@ class Engine:
         delay, waited = 0.5, 0.0
         while True:
             try:
-                self.journal.record_new(rows)
+                for delivery, accepted in zip(
+                    deliveries, self.journal.record_new(rows), strict=True
+                ):
+                    delivery.accepted = accepted.timestamp()
                 if waited:
                     LOG.warning("Alarm %s: journaled after %.0f s", alarms, waited)
                 return deliveries
             except Exception as exc:
-                cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                cause = _cause(exc)
                 if not is_outage(exc):
                     unseen = self._not_journaled_yet(deliveries)
                     if len(unseen) < len(deliveries):
@@ -221,19 +380,33 @@ class Engine:
             delay = min(delay * 2, 5.0)
 
     def resume(
-        self, records: Iterable[Record], the_journal: Journal | None = None, ageing: bool = True
+        self,
+        records: Iterable[Record],
+        the_journal: Journal | None = None,
+        ageing: bool = True,
+        unparked: bool = False,
     ) -> list[Delivery]:
         """Continue deliveries that were journaled but not finished, unless stale.
 
         A delivery with a newer transition of its alarm to the same action in
         the journal is superseded; with ``ageing``, one accepted longer than
-        ``rest_notifier_retry_max_age`` ago is failed. Neither is sent.
+        ``rest_notifier_retry_max_age`` ago is failed. Neither is sent. In the
+        engine's own journal, one whose retry is due in more than
+        ``PARK_AFTER`` seconds stays (or is put) there, parked, until it is
+        due; a parked one taken into memory is first taken from the journal's
+        parked rows (``unparked``: by the caller already), so that exactly
+        one reader resumes it.
         """
         records = list(records)
         the_journal = the_journal or self.journal
+        parked: set[str] = set()
+        own = the_journal is not None and the_journal is self.journal
+        if own and not unparked:
+            records, parked = self._settle_parked(records)
         newest = the_journal.newest(records) if the_journal is not None and records else {}
         max_age = self.conf.alarm.rest_notifier_retry_max_age
         resumed = []
+        to_submit: list[tuple[Delivery, float]] = []
         now = time.time()
         for record in records:
             notification = AlarmNotification(**record.notification)
@@ -243,6 +416,7 @@ class Engine:
             if delivery is None:
                 continue
             delivery.attempt = record.attempts
+            delivery.accepted = record.created_at.timestamp()
             age = max(0.0, now - record.created_at.timestamp())
             if newest.get((record.alarm_id, record.action_masked), record.created_at) > (
                 record.created_at
@@ -258,23 +432,67 @@ class Engine:
                 )
                 continue
             delivery.first_attempt = time.monotonic() - age
-            delay = 0.0
-            if record.next_attempt_at is not None:
-                delay = max(0.0, record.next_attempt_at.timestamp() - now)
-            self.submit(delivery, delay)
             resumed.append(delivery)
+            if record.request_id in parked:
+                continue  # read back when due
+            if own:
+                to_submit.append((delivery, _delay(record, now)))
+            else:
+                self.submit(delivery, _delay(record, now))
+        if to_submit:
+            # Those of shares already full wait in the journal (again).
+            admitted = {id(d) for d in self._hold_crowded([d for d, _ in to_submit])}
+            for delivery, delay in to_submit:
+                if id(delivery) in admitted:
+                    self.submit(delivery, delay)
         return resumed
+
+    def _settle_parked(self, records: list[Record]) -> tuple[list[Record], set[str]]:
+        """Park the records whose retry is far off; take the others out of the
+        parked rows. The records left to resume (not those another reader
+        took meanwhile), and the request ids of those that stay parked."""
+        now = time.time()
+        far = {r.request_id for r in records if _delay(r, now) >= PARK_AFTER}
+        to_park = [
+            (r.request_id, r.next_attempt_at)
+            for r in records
+            if r.request_id in far and r.parked_until is None
+        ]
+        try:
+            self.journal.park(to_park)
+        except Exception as exc:
+            LOG.warning("Could not park %d retries in the journal (%s)", len(to_park), _cause(exc))
+            far -= {rid for rid, _ in to_park}  # they wait in memory instead
+        self._parked_keys.add((r.alarm_id, r.action_masked) for r in records if r.request_id in far)
+        near = [r for r in records if r.parked_until and r.request_id not in far]
+        won = {r.request_id for r in self._unpark(near)}
+        kept = [r for r in records if not r.parked_until or r.request_id in far | won]
+        return kept, far
+
+    def _unpark(self, records: list[Record]) -> list[Record]:
+        """Take parked records out of the journal's parked rows; those this reader won."""
+        if not records:
+            return []
+        won = self.journal.unpark(r.request_id for r in records)
+        taken = [r for r in records if r.request_id in won]
+        self._parked_keys.discard((r.alarm_id, r.action_masked) for r in taken)
+        return taken
 
     def submit(self, delivery: Delivery, delay: float = 0.0) -> None:
         """Schedule a delivery; waits while ``max_pending_deliveries`` are unfinished.
 
-        Once intake is closed (the service is stopping) the delivery is left
-        as it is: journaled, it resumes at the next start.
+        One with a ``delay`` waits for its retry, outside that bound: it never
+        waits. Once intake is closed (the service is stopping) the delivery is
+        left as it is: journaled, it resumes at the next start.
         """
         # The engine's own threads (a sink calling back, say) never wait for
         # room: only they can make it.
         own = threading.current_thread() in (self._thread, self.announcer.thread)
         with self._pending_cond:
+            if delay > 0 and not self._closed:
+                self._waiting += 1
+                self.loop.call_soon_threadsafe(self.scheduler.submit, delivery, delay)
+                return
             while self._pending >= self.max_pending and not self._closed and not own:
                 self._waiters += 1
                 self._pending_cond.wait(1.0)
@@ -289,6 +507,15 @@ class Engine:
         with self._pending_cond:
             self._closed = True
             self._pending_cond.notify_all()
+        self._reader_stop.set()
+
+    def _count(self, pending: int, waiting: int) -> None:
+        """Move deliveries between the intake bound and the retries waiting in memory."""
+        with self._pending_cond:
+            self._pending += pending
+            self._waiting += waiting
+            if self._waiters:
+                self._pending_cond.notify_all()
 
     # -- on the loop --------------------------------------------------------
 
@@ -305,16 +532,14 @@ class Engine:
                 self.scheduler.finished(delivery)
                 return
             if turn == "wait":
-                self.scheduler.retry(delivery, TURN_WAIT)
+                if self.scheduler.retry(delivery, TURN_WAIT):
+                    self._count(-1, 1)
                 return
         result = await self.attempter.run(delivery)
         delivery.status_code = result.status_code
         try:
             if result.outcome == events.RETRYING:
-                if self.scheduler.retry(delivery, result.retry_in):
-                    self.announcer.announce(
-                        delivery.event(result.outcome, result.error, result.retry_in)
-                    )
+                self._retry(delivery, result.error, result.retry_in)
                 return
             self._finish(delivery, result.outcome, result.error)
             self.scheduler.finished(delivery)
@@ -326,6 +551,83 @@ class Engine:
                 self._finish(delivery, events.FAILED, "internal error after the attempt")
             if delivery.state != delivery_mod.DONE:
                 self.scheduler.finished(delivery)
+
+    def _retry(self, delivery: Delivery, error: str | None, delay: float) -> None:
+        """Wait for the retry in memory, or parked in the journal; without a
+        journal and with no room left in memory, fail instead."""
+        if self.journal is None and self._waiting >= self.max_waiting:
+            self._finish(
+                delivery,
+                events.FAILED,
+                f"{error}; not retried: {self._waiting} deliveries already wait for a "
+                "retry (max_pending_deliveries)",
+            )
+            self.scheduler.finished(delivery)
+            return
+        if not self.scheduler.retry(delivery, delay):
+            return  # superseded by a newer transition waiting behind it
+        self._count(-1, 1)
+        self.announcer.announce(delivery.event(events.RETRYING, error, delay))
+        if self.journal is not None and (delay >= PARK_AFTER or self._waiting > self.max_waiting):
+            self._park(delivery, delay)
+
+    def _retry_due(self, _delivery: Delivery) -> None:
+        """A retry waiting in memory came due: it counts for intake again."""
+        self._count(1, -1)
+
+    def _park(self, delivery: Delivery, delay: float) -> None:
+        """Leave the retry to the journal; the rows of one loop turn go in one write."""
+        if not self.scheduler.detach(delivery):
+            return
+        self._parking.append((delivery, utcnow() + datetime.timedelta(seconds=delay)))
+        if len(self._parking) == 1:
+            self.loop.call_soon(self._write_parked)
+
+    def _write_parked(self) -> None:
+        batch, self._parking = self._parking, []
+        rows = [(d.request_id, due) for d, due in batch]
+        written = self.loop.run_in_executor(None, self.journal.park, rows)
+        written.add_done_callback(lambda future: self._parked(batch, future))
+
+    def _parked(self, batch: list[tuple[Delivery, datetime.datetime]], written) -> None:
+        """The parked rows are written: the deliveries leave memory. If the journal
+        could not take them, they wait here after all."""
+        exc = written.exception() if not written.cancelled() else asyncio.CancelledError()
+        if exc is None:
+            self._parked_keys.add((d.notification.alarm_id, d.masked_action) for d, _ in batch)
+            self._count(0, -len(batch))
+            return
+        LOG.warning(
+            "Could not park %d retries in the journal (%s); they wait in memory",
+            len(batch),
+            _cause(exc),
+        )
+        now = utcnow()
+        for delivery, due in batch:
+            if not self.scheduler.readmit(delivery, max(0.0, (due - now).total_seconds())):
+                self._count(1, -1)
+                self._finish(delivery, events.SUPERSEDED, "superseded by a newer transition")
+
+    def _read_parked(self) -> None:
+        """The retry-reader thread: parked retries back into memory shortly before due."""
+        while not self._reader_stop.wait(PARK_POLL):
+            try:
+                while self._read_parked_once():
+                    pass
+            except Exception as exc:
+                LOG.warning("Reading parked retries from the journal failed (%s)", _cause(exc))
+
+    def _read_parked_once(self) -> bool:
+        """Resume one batch of parked retries now due; True if there may be more."""
+        room = min(PARK_BATCH, self.max_waiting - self._waiting)
+        if room <= 0 or self._closed:
+            return False
+        until = utcnow() + datetime.timedelta(seconds=PARK_LOOKAHEAD)
+        records = self.journal.parked_due(until, room)
+        if not records:
+            return False
+        self.resume(self._unpark(records), unparked=True)
+        return len(records) == room
 
     async def _turn(self, delivery: Delivery) -> str:
         """Ask the journal whether another process holds an older transition of this
@@ -362,6 +664,8 @@ class Engine:
         self._finish(delivery, outcome, error)
 
     def _supersede(self, delivery: Delivery) -> None:
+        if delivery.state == delivery_mod.WAITING:  # it counted as a waiting retry
+            self._count(1, -1)
         self._finish(delivery, events.SUPERSEDED, "superseded by a newer transition")
 
     def _finish(self, delivery: Delivery, outcome: str, error: str | None) -> None:
@@ -385,13 +689,17 @@ class Engine:
         with self._pending_cond:
             self._waiters += 1
             try:
-                return self._pending_cond.wait_for(lambda: self._pending == 0, timeout)
+                return self._pending_cond.wait_for(
+                    lambda: self._pending == 0 and self._waiting == 0, timeout
+                )
             finally:
                 self._waiters -= 1
 
     def stop(self, grace: float = 0.0) -> list[Delivery]:
         """Stop retrying, let running attempts finish within grace, return the unfinished."""
         self.close_intake()
+        if self._reader is not None:
+            self._reader.join(10)
         if not self._thread.is_alive():
             return []
         future = asyncio.run_coroutine_threadsafe(self._stop(grace), self.loop)
@@ -430,3 +738,14 @@ class Engine:
             except Exception:
                 LOG.exception("Closing notifier plugin %r failed", plugin)
         return self.scheduler.unfinished()
+
+
+def _delay(record: Record, now: float) -> float:
+    """Seconds until a journaled delivery's next attempt is due (0: now)."""
+    due = record.parked_until or record.next_attempt_at
+    return 0.0 if due is None else max(0.0, due.timestamp() - now)
+
+
+def _cause(exc: BaseException) -> str:
+    """The first line of a database error's own message, without its statement."""
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]

@@ -59,6 +59,8 @@ deliveries = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    # Set while a retry waits out of memory (``park``); events never touch it.
+    sa.Column("parked_until", sa.DateTime(timezone=True), index=True),
 )
 
 delivery_events = sa.Table(
@@ -208,12 +210,13 @@ class Record:
     created_at: datetime.datetime
     updated_at: datetime.datetime
     next_attempt_at: datetime.datetime | None
+    parked_until: datetime.datetime | None = None
 
     @classmethod
     def from_row(cls, row: sa.Row) -> Record:
         data = dict(row._mapping)
         data["notification"] = json.loads(data["notification"])
-        for key in ("created_at", "updated_at", "next_attempt_at"):
+        for key in ("created_at", "updated_at", "next_attempt_at", "parked_until"):
             data[key] = _aware(data[key])
         return cls(**data)
 
@@ -268,10 +271,11 @@ class Journal:
 
     # -- writes from the engine and the database event dispatcher ----------
 
-    def record_new(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Write deliveries before their first attempt, all in one transaction."""
+    def record_new(self, rows: Sequence[dict[str, Any]]) -> list[datetime.datetime]:
+        """Write deliveries before their first attempt, all in one transaction;
+        when each was accepted (its ``created_at``)."""
         if not rows:
-            return
+            return []
         now = utcnow()
         # One microsecond apart, in order: transitions accepted together keep
         # their order for resuming and supersession.
@@ -288,6 +292,7 @@ class Journal:
             for i, row in enumerate(rows)
         ]
         self._group_commit.write(values)
+        return [value["created_at"] for value in values]
 
     def _insert(self, values: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:
@@ -386,6 +391,75 @@ class Journal:
             if done:
                 claimed.append(Record.from_row(row))
         return claimed
+
+    # -- retries waiting out of memory -------------------------------------------
+
+    def park(self, parked: Sequence[tuple[str, datetime.datetime]]) -> None:
+        """Mark open deliveries (request id, when due) as waiting for a retry out of memory.
+
+        Only this column says so, and only ``unpark`` clears it: an event
+        written late (the event writer lags behind the engine) cannot make a
+        parked delivery look in memory, nor the reverse.
+        """
+        if not parked:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.request_id == sa.bindparam("rid"))
+                .where(sa.or_(*(deliveries.c.state == state for state in OPEN_STATES)))
+                .values(parked_until=sa.bindparam("due"), next_attempt_at=sa.bindparam("due")),
+                [{"rid": rid, "due": due} for rid, due in parked],
+            )
+
+    def unpark(self, request_ids: Iterable[str]) -> set[str]:
+        """Take parked deliveries back into memory; those this call won (one claimant each)."""
+        won = set()
+        with self.engine.begin() as conn:
+            for rid in request_ids:
+                if conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.request_id == rid)
+                    .where(deliveries.c.parked_until.is_not(None))
+                    .values(parked_until=None)
+                ).rowcount:
+                    won.add(rid)
+        return won
+
+    def parked_due(self, until: datetime.datetime, limit: int) -> list[Record]:
+        """This owner's open deliveries parked until ``until`` or earlier, soonest first."""
+        return self._parked(
+            deliveries.c.parked_until <= until, order=deliveries.c.parked_until, limit=limit
+        )
+
+    def parked_count(self) -> int:
+        """How many of this owner's deliveries wait for a retry out of memory."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count())
+                .where(deliveries.c.parked_until.is_not(None))
+                .where(deliveries.c.owner == self.owner)
+                .where(deliveries.c.state.in_(OPEN_STATES))
+            ).scalar_one()
+
+    def parked_of(self, alarm_ids: Iterable[str]) -> list[Record]:
+        """This owner's parked deliveries of these alarms."""
+        return self._parked(deliveries.c.alarm_id.in_(sorted(set(alarm_ids))))
+
+    def _parked(self, which, order=None, limit: int | None = None) -> list[Record]:
+        query = (
+            sa.select(deliveries)
+            .where(which)
+            .where(deliveries.c.parked_until.is_not(None))
+            .where(deliveries.c.owner == self.owner)
+            .where(deliveries.c.state.in_(OPEN_STATES))
+        )
+        if order is not None:
+            query = query.order_by(order)
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [Record.from_row(r) for r in conn.execute(query)]
 
     def turn(self, request_id: str) -> str:
         """Whether this delivery may go now, as far as other processes sharing the
@@ -489,7 +563,7 @@ class Journal:
                     deliveries.update()
                     .where(deliveries.c.request_id == request_id)
                     .where(deliveries.c.state == row.state)
-                    .values(owner=self.owner, state=PENDING, updated_at=utcnow())
+                    .values(owner=self.owner, state=PENDING, updated_at=utcnow(), parked_until=None)
                 ).rowcount
             if won:
                 claimed.append(Record.from_row(row))
@@ -629,7 +703,7 @@ def owner_tag(host: str, launch: str) -> str:
 # the journal may share a database with aodh (an aodh.conf as it is), whose
 # own migrations keep their revision in "alembic_version".
 VERSION_TABLE = "ceilo_notifier_alembic_version"
-_OWN_REVISIONS = ("0001", "0002")
+_OWN_REVISIONS = ("0001", "0002", "0003")
 
 
 def _adopt_old_version_table(conn: sa.engine.Connection) -> None:

@@ -125,16 +125,25 @@ ALARM_OPTS = CLIENT_OPTS + [
         "that share wait in its own line; shares with deliveries waiting are "
         "served in turn, so a dead host, or a tenant writing thousands of "
         "subdomains, holds at most this many slots, each for at most "
-        "rest_notifier_timeout. Keep it well below dispatch_pool_size.",
+        "rest_notifier_timeout. With the journal, a share with twice this many "
+        "deliveries running or waiting for a slot (or a tenth of "
+        "max_pending_deliveries, if more) has further ones wait in the "
+        "journal, so that it cannot fill max_pending_deliveries. Keep it well "
+        "below dispatch_pool_size.",
     ),
     cfg.IntOpt(
         "max_pending_deliveries",
         default=25000,
         min=1,
-        help="Most deliveries accepted and not yet finished (running, "
-        "waiting for a slot or for a retry). Beyond it the consumers wait, so "
-        "the service consumes more slowly instead of growing; each one holds "
-        "a few kilobytes.",
+        help="Most deliveries accepted and not yet finished that are running "
+        "or waiting for a slot. Beyond it the consumers wait, so the service "
+        "consumes more slowly instead of growing; each one holds a few "
+        "kilobytes. Deliveries waiting for a retry are not counted, so that "
+        "one tenant's failing webhooks never stop intake for the others: with "
+        "the journal, a retry due in more than 2 s (or any, once this many "
+        "retries wait in memory) leaves memory and is read back from the "
+        "journal when due; without it, up to this many more retries wait in "
+        "memory, and a delivery that would need a retry beyond that fails.",
     ),
     cfg.IntOpt(
         "plugin_pool_size",
@@ -332,6 +341,15 @@ ALARM_OPTS = CLIENT_OPTS + [
         default=60.0,
         min=0.0,
         help="Longest wait between two attempts of a delivery, in seconds.",
+    ),
+    cfg.FloatOpt(
+        "rest_notifier_retry_after_max",
+        default=300.0,
+        min=0.0,
+        help="Longest Retry-After honoured, in seconds: a webhook asking for "
+        "more (an hour, a date years ahead) is retried after this long "
+        "instead, so that no receiver can keep its deliveries waiting for "
+        "longer than this between attempts.",
     ),
     cfg.FloatOpt(
         "rest_notifier_retry_max_age",

@@ -2,8 +2,9 @@
 
 Full jitter (a uniformly random wait up to the exponential bound) spreads the
 retries of many deliveries to one recovering webhook instead of sending them
-in waves. A receiver's ``Retry-After`` is a floor; ``max_age`` bounds the
-whole life of a delivery.
+in waves. A receiver's ``Retry-After`` is a floor, itself capped by
+``retry_after_max`` (a receiver asking for a day is retried sooner, not
+obeyed); ``max_age`` bounds the whole life of a delivery.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class RetryPolicy:
     backoff: float
     backoff_max: float
     max_age: float
+    retry_after_max: float = float("inf")
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> RetryPolicy:
@@ -29,6 +31,7 @@ class RetryPolicy:
             backoff=opts.rest_notifier_retry_backoff,
             backoff_max=opts.rest_notifier_retry_backoff_max,
             max_age=opts.rest_notifier_retry_max_age,
+            retry_after_max=opts.rest_notifier_retry_after_max,
         )
 
     def next_delay(
@@ -44,7 +47,7 @@ class RetryPolicy:
         bound = min(self.backoff_max, self.backoff * (2 ** (attempt - 1)))
         delay = random.uniform(0, bound)
         if retry_after is not None:
-            delay = max(delay, retry_after)
+            delay = max(delay, min(retry_after, self.retry_after_max))
         if age + delay > self.max_age:
             return None
         return delay

@@ -16,7 +16,10 @@ Four rules, all kept by one object that only the engine's event loop touches
   single alarm.
 
 Retry timing lives here too: a delivery whose attempt failed waits on the
-loop's timer for the delay ``retry.RetryPolicy`` chose.
+loop's timer for the delay ``retry.RetryPolicy`` chose, unless the engine
+``detach``-es it to wait in the journal instead (its key line then ends, and
+a newer transition of its key goes at once: the engine asks the journal
+before the parked one's next attempt, which is then superseded).
 """
 
 from __future__ import annotations
@@ -58,12 +61,14 @@ class Scheduler:
         per_host: int,
         start: Callable[[Delivery], None],
         supersede: Callable[[Delivery], None],
+        due: Callable[[Delivery], None] = lambda _delivery: None,
     ) -> None:
         self.loop = loop
         self.pool_size = pool_size
         self.per_host = min(per_host, pool_size)
         self._start = start
         self._supersede = supersede
+        self._due = due
         self._keys: dict[tuple[str, str], _KeyLine] = {}
         self._shares: dict[str, _ShareLine] = {}
         self._ring: collections.deque[str] = collections.deque()
@@ -77,6 +82,12 @@ class Scheduler:
         line = self._keys.get(delivery.key)
         if line is None:
             self._keys[delivery.key] = _KeyLine(delivery)
+        elif _older(delivery, line.pending[-1] if line.pending else line.current):
+            # Read back from the journal behind a newer transition: stale.
+            delivery.state = delivery_mod.WAITING if delay > 0 else delivery_mod.QUEUED
+            self._supersede(delivery)
+            delivery.state = delivery_mod.DONE
+            return
         elif line.current.state == delivery_mod.WAITING:
             self._cancel_timer(line.current)
             self._supersede(line.current)
@@ -114,6 +125,32 @@ class Scheduler:
         delivery.state = delivery_mod.WAITING
         delivery.timer = self.loop.call_later(delay, self._retry_due, delivery)
 
+    def detach(self, delivery: Delivery) -> bool:
+        """Forget a delivery waiting for its retry (it waits in the journal); False
+        if it is not waiting any more (superseded, or its retry came due)."""
+        line = self._keys.get(delivery.key)
+        if delivery.state != delivery_mod.WAITING or line is None or line.current is not delivery:
+            return False
+        self._cancel_timer(delivery)
+        delivery.state = delivery_mod.DONE
+        del self._keys[delivery.key]  # a waiting delivery has none behind it
+        return True
+
+    def readmit(self, delivery: Delivery, delay: float) -> bool:
+        """Take back a detached delivery to wait here; False if its key has a newer
+        delivery since (the detached one is then stale: superseded)."""
+        if delivery.key in self._keys:
+            return False
+        self._keys[delivery.key] = _KeyLine(delivery)
+        self.retry_later(delivery, delay)
+        return True
+
+    def load(self, share: str) -> int:
+        """Deliveries of a share running or waiting for a slot. Read from other
+        threads too: a moment's count, good enough for a cap."""
+        line = self._shares.get(share)
+        return 0 if line is None else line.active + len(line.waiting)
+
     def unfinished(self) -> list[Delivery]:
         return [d for line in self._keys.values() for d in (line.current, *line.pending)]
 
@@ -128,6 +165,7 @@ class Scheduler:
     def _retry_due(self, delivery: Delivery) -> None:
         delivery.timer = None
         if delivery.state == delivery_mod.WAITING and not self.stopping:
+            self._due(delivery)
             self._enqueue(delivery)
 
     @staticmethod
@@ -183,3 +221,11 @@ class Scheduler:
             self._enqueue(line.current)
         else:
             del self._keys[delivery.key]
+
+
+def _older(delivery: Delivery, other: Delivery) -> bool:
+    """Whether the journal accepted a delivery before ``other``: a newer transition
+    of its key is then known, and it is stale wherever it came from."""
+    if delivery.accepted is None:
+        return False
+    return other.accepted is None or delivery.accepted < other.accepted

@@ -63,6 +63,7 @@ class NotifierService(base.ServiceBase):
                 LOG.info("Resumed %d unfinished deliveries from the journal", len(resumed))
             self.takeover = takeover.Takeover(self.conf, the_journal, self.engine)
             self.takeover.start()
+        prefetch = rpc_consumer.intake_prefetch(self.conf)
         self.transport = rpc.get_transport(self.conf)
         target = rpc.get_target(self.conf, server=self.conf.host)
         the_endpoint = rpc_consumer.NotifierEndpoint(self.conf, self.engine)
@@ -87,12 +88,13 @@ class NotifierService(base.ServiceBase):
                 self.conf.alarm.notifier_topic,
             )
         LOG.info(
-            "ceilo-notifier consuming topic %s (host %s, exchange %s, %s executor) "
-            "with plugins: %s",
+            "ceilo-notifier consuming topic %s (host %s, exchange %s, %s executor, "
+            "prefetch %s) with plugins: %s",
             target.topic,
             self.conf.host,
             self.conf.control_exchange,
             self.executor,
+            prefetch or "unlimited",
             ", ".join(sorted(self.engine.plugins)),
         )
 
@@ -115,12 +117,17 @@ class NotifierService(base.ServiceBase):
         if self.fanout_lock is not None:
             self.fanout_lock.release()
         if self.engine is not None:
-            unfinished = self.engine.stop(self.conf.shutdown_grace_period if graceful else 0)
+            unfinished = len(self.engine.stop(self.conf.shutdown_grace_period if graceful else 0))
+            if self.engine.journal is not None:
+                try:
+                    unfinished += self.engine.journal.parked_count()
+                except Exception as exc:
+                    LOG.warning("Could not count the retries parked in the journal (%s)", exc)
             if unfinished:
                 LOG.warning(
                     "Stopped with %d deliveries unfinished; they stay in the journal "
                     "and resume at the next start",
-                    len(unfinished),
+                    unfinished,
                 )
             self.engine = None
         for backend in self.backends:

@@ -101,6 +101,9 @@ function init_ceilo_notifier {
 }
 
 # start_ceilo_notifier - start the service as devstack@ceilo-notifier
+# No LimitNOFILE in the unit: the service raises its soft open file limit to
+# systemd's hard one (524288) at start, and shrinks its delivery pool (one
+# WARNING) where the hard limit would not fit it.
 function start_ceilo_notifier {
     run_process ceilo-notifier \
         "$CEILO_NOTIFIER_BIN_DIR/ceilo-notifier --config-file $CEILO_NOTIFIER_CONF"

@@ -137,6 +137,7 @@ def start_notifier(tmp_path, rabbit_url):
         ready: bool = True,
         env: dict | None = None,
         name: str = "notifier",
+        preexec_fn=None,
     ) -> helpers.NotifierProcess:
         sections = {
             "DEFAULT": {
@@ -161,7 +162,11 @@ def start_notifier(tmp_path, rabbit_url):
         )
         config = helpers.write_config(tmp_path / f"{name}-{len(started)}.conf", sections)
         proc = helpers.NotifierProcess(
-            config, tmp_path / f"{name}-{len(started)}.log", debug=debug, env=env
+            config,
+            tmp_path / f"{name}-{len(started)}.log",
+            debug=debug,
+            env=env,
+            preexec_fn=preexec_fn,
         )
         started.append(proc)
         proc.config_path = config

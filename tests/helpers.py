@@ -58,6 +58,21 @@ def wait_until(
         time.sleep(interval)
 
 
+def time_healthy_alarms(client, webhook, count: int, prefix: str, timeout: float = 10.0):
+    """Cast ``count`` alarms to healthy webhook URLs of their own; for each URL, the
+    seconds from its cast to its request (None if it did not come within ``timeout``)."""
+    sent = {}
+    for i in range(count):
+        url = webhook.url("ok")
+        sent[url] = time.monotonic()
+        client.cast(alarm([url], alarm_id=f"{prefix}-{i}"))
+    wait_until(lambda: all(webhook.requests_for(u) for u in sent), timeout)
+    return {
+        url: (got[0].received - at if (got := webhook.requests_for(url)) else None)
+        for url, at in sent.items()
+    }
+
+
 @dataclasses.dataclass
 class Request:
     method: str
@@ -79,6 +94,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     /status/<code>/...      that status, always
     /flaky/<n>/<code>/...   <code> for the first n requests of that path, then 200
     /retry-after/<s>/...    503 with Retry-After: <s> once, then 200
+    /busy/<s>/...           503 with Retry-After: <s>, always
     /slow/<seconds>/...     200 after that many seconds
     /hang/...               reads the request, never answers
     /redirect/...           302 to /ok/redirected
@@ -118,6 +134,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif kind == "retry-after":
             if seen == 1:
                 status, headers = 503, {"Retry-After": parts[1]}
+        elif kind == "busy":
+            status, headers = 503, {"Retry-After": parts[1]}
         elif kind == "slow":
             time.sleep(float(parts[1]))
         elif kind == "hang":
@@ -246,6 +264,7 @@ class NotifierProcess:
         debug: bool = False,
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
     ):
         self.log_path = log_path
         cmd = [
@@ -265,6 +284,7 @@ class NotifierProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             cwd=str(ROOT),
+            preexec_fn=preexec_fn,
         )
 
     def log(self) -> str:

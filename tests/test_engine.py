@@ -197,3 +197,58 @@ def test_a_stalled_journal_holds_its_own_threads_only_and_delays_deliveries_by_i
     finally:
         journal.release.set()
         the_engine.stop()
+
+
+def test_retries_waiting_in_memory_hold_no_intake_and_have_a_bound_of_their_own(run, webhook):
+    """Without a journal: a webhook answering 503 + Retry-After: 3000 to every request.
+    Its retries do not hold max_pending_deliveries (other alarms still go at once);
+    as many again wait in memory, the rest fail instead of waiting; and the wait is
+    capped at rest_notifier_retry_after_max."""
+    r = run(max_pending_deliveries=4, rest_notifier_retry_after_max=30)
+    busy = [webhook.url("busy/3000") for _ in range(12)]
+    for url in busy:
+        r.endpoint.handle(helpers.alarm([url]))
+    assert helpers.wait_until(lambda: all(webhook.requests_for(u) for u in busy), 5)
+    start = time.monotonic()
+    (healthy,) = r.deliver([webhook.url("ok")], timeout=5)
+    assert healthy.outcome == events.DELIVERED and time.monotonic() - start < 2
+    retrying = [e for e in r.events if e.outcome == events.RETRYING]
+    failed = [e for e in r.events if e.outcome == events.FAILED]
+    assert len(retrying) == 4 and len(failed) == 8, [e.error for e in r.events]
+    assert all(e.next_attempt_in == 30 for e in retrying)  # 3000 asked, 30 honoured
+    assert all("already wait for a retry" in e.error for e in failed)
+
+
+def test_idle_keep_alive_connections_never_outnumber_the_pool(run):
+    """Webhooks on ten hosts answering at once: keep-alive keeps at most
+    dispatch_pool_size connections open, not one per host for keepalive_timeout."""
+    hooks = [helpers.Webhook() for _ in range(10)]  # a port each: a connection each
+    try:
+        r = run(dispatch_pool_size=4)
+        deliveries = r.deliver([h.url("ok") for h in hooks])
+        assert all(d.outcome == events.DELIVERED for d in deliveries)
+        connector = r.engine.plugins["http"]._client.connector
+        idle = sum(len(conns) for conns in connector._conns.values())
+        assert 0 < idle <= 4
+    finally:
+        for hook in hooks:
+            hook.close()
+
+
+def test_a_retry_after_of_any_size_or_shape_waits_at_most_the_cap():
+    from ceilo_notifier import retry
+    from ceilo_notifier.notifiers import rest
+
+    policy = retry.RetryPolicy(
+        max_retries=3, backoff=0.0, backoff_max=0.0, max_age=3600, retry_after_max=300
+    )
+    for header, wait in [
+        ("3000", 300),
+        ("9" * 400, 300),  # a float of infinity
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 300),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", 0),  # long past: at once
+        ("-5", 0),  # not delta-seconds: ignored
+        ("1e12", 0),
+        ("²", 0),  # a digit to str.isdigit, not to float
+    ]:
+        assert policy.next_delay(1, 0.0, rest.parse_retry_after(header)) == wait, header

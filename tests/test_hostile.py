@@ -175,18 +175,8 @@ def test_dead_hosts_do_not_delay_healthy_alarms(start_notifier, topic, caster, w
             return count and time.monotonic() - seen["since"] > 1.0
 
         assert wait_until(settled, 15), "the dead hosts were never connected to"
-        sent = {}
-        for i in range(20):
-            url = webhook.url("ok")
-            sent[url] = time.monotonic()
-            client.cast(alarm([url], alarm_id=f"healthy-{i}"))
-        wait_until(lambda: all(webhook.requests_for(u) for u in sent), 10)
-        late = {}
-        for url, at in sent.items():
-            got = webhook.requests_for(url)
-            took = got[0].received - at if got else None
-            if took is None or took > 5:
-                late[url] = took
+        took = helpers.time_healthy_alarms(client, webhook, 20, "healthy")
+        late = {url: t for url, t in took.items() if t is None or t > 5}
         assert not late, (
             f"{len(late)} of 20 healthy alarms were not delivered within 5 s behind two dead "
             f"hosts holding {[h.accepted for h in dead]} connections: "

@@ -32,8 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="ceilo-notifier-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
-    from ceilo_notifier import journal, metrics
+    from ceilo_notifier import journal, limits, metrics
     from ceilo_notifier.service import NotifierService
+
+    # Before anything opens a file; workers inherit it.
+    limits.raise_open_files()
 
     the_journal = None
     if "database" in conf.event_dispatchers:

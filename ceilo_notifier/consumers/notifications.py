@@ -63,8 +63,9 @@ class AlarmUpdateEndpoint:
         return oslo_messaging.NotificationResult.REQUEUE
 
 
-class JudgingListener(notify_listener.BatchNotificationServer):
-    """oslo.messaging's batch notification server, reading each message alone first.
+class JudgingListener(rpc.BoundedIntake, notify_listener.BatchNotificationServer):
+    """oslo.messaging's batch notification server, with its intake bounded
+    (``rpc.BoundedIntake``), reading each message alone first.
 
     Its dispatcher reads a whole batch in one go: a message it cannot read
     (a priority that is not a string, a body that is not a dict) raised for
@@ -107,7 +108,7 @@ def get_listener(
         transport,
         [target],
         dispatcher,
-        executor=executor,
+        executor=None if executor == "threading" else executor,  # threading is the default
         allow_requeue=True,
         pool=opts.notification_listener_pool,
         batch_size=opts.batch_size,

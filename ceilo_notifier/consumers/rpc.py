@@ -10,6 +10,14 @@ acknowledges it once ``notify_alarm`` has returned, that is once its
 deliveries are in the journal, and requeues it when they could not be
 written. It is oslo.messaging's own server, listener and message classes,
 composed differently, not a consumer written by hand.
+
+What lies between the broker and the endpoint is bounded, so that a consumer
+waiting for the engine's room does not pull the whole queue into memory: the
+broker hands over at most ``rabbit_qos_prefetch_count`` unacknowledged
+messages (``intake_prefetch`` sets it for the service's own transports unless
+the operator did), and ``BoundedIntake`` makes the poll thread wait while every
+executor thread has a batch, instead of queueing batches without end in the
+executor (futurist's queue is unbounded).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 from collections.abc import Sequence
 
 import oslo_messaging
@@ -50,6 +59,34 @@ class BadMessage(ValueError):
 
 
 NOT_A_CAST = object()
+
+
+def intake_prefetch(conf: cfg.ConfigOpts) -> int:
+    """Make ``[oslo_messaging_rabbit] rabbit_qos_prefetch_count`` this service's
+    default, unless the operator set it: a few batches, never more messages than
+    ``max_pending_deliveries``. Returns the count in effect (0: unlimited)."""
+    opts = conf.alarm
+    prefetch = max(opts.batch_size, min(opts.max_pending_deliveries, 4 * opts.batch_size))
+    conf.set_default("rabbit_qos_prefetch_count", prefetch, group="oslo_messaging_rabbit")
+    return conf.oslo_messaging_rabbit.rabbit_qos_prefetch_count
+
+
+class BoundedIntake:
+    """A MessageHandlingServer mixin: the poll thread hands the executor a batch only
+    when one of its threads is free, so batches never queue up in it."""
+
+    def _on_incoming(self, incoming):
+        slots = getattr(self, "_slots", None)
+        if slots is None:
+            workers = getattr(self._work_executor, "_max_workers", None) or 64
+            slots = self._slots = threading.Semaphore(workers)
+        slots.acquire()
+        try:
+            future = self._work_executor.submit(self._process_incoming, incoming)
+        except BaseException:
+            slots.release()
+            raise
+        future.add_done_callback(lambda _future: slots.release())
 
 
 class NotifierEndpoint:
@@ -141,7 +178,7 @@ class _AckWhenToldListener(amqpdriver.AMQPListener):
     message_cls = amqpdriver.NotificationAMQPIncomingMessage
 
 
-class JournalFirstServer(rpc_server.RPCServer):
+class JournalFirstServer(BoundedIntake, rpc_server.RPCServer):
     """An RPC server that acknowledges a cast only after it was handled.
 
     Casts are taken in batches (``[alarm] batch_size``, waiting at most

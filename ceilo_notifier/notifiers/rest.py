@@ -46,7 +46,7 @@ from oslo_config import cfg
 from oslo_log import log
 from oslo_utils import strutils
 
-from ceilo_notifier import masking, notifiers, pools, version
+from ceilo_notifier import limits, masking, notifiers, pools, version
 from ceilo_notifier.notification import AlarmNotification
 from ceilo_notifier.notifiers import proxies, resolver, safety
 
@@ -62,7 +62,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²", which str.isdigit accepts
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -210,7 +210,8 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
             guard = self._resolver = safety.PeerGuard(
                 self.policy, self.proxies.endpoints(), self.name_resolver()
             )
-            connector = aiohttp.TCPConnector(
+            connector = limits.KeepAliveConnector(
+                max_idle=limits.pool_size(self.conf),
                 limit=0,  # the scheduler caps the pool and each host
                 limit_per_host=0,
                 resolver=guard,
