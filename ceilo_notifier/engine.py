@@ -586,7 +586,7 @@ class Engine:
     def _write_parked(self) -> None:
         batch, self._parking = self._parking, []
         rows = [(d.request_id, due) for d, due in batch]
-        written = self.loop.run_in_executor(None, self.journal.park, rows)
+        written = self.journal_pool.start(self.journal.park, rows)
         written.add_done_callback(lambda future: self._parked(batch, future))
 
     def _parked(self, batch: list[tuple[Delivery, datetime.datetime]], written) -> None:

@@ -64,5 +64,10 @@ class BoundedPool:
                 f"({self.running} of {self.size} busy)"
             ) from None
 
+    def start(self, fn: Callable[..., T], *args: object) -> asyncio.Future:
+        """``fn(*args)`` in a thread of the pool, with no deadline: for a write
+        whose outcome must be known (given up, it might still land later)."""
+        return asyncio.wrap_future(self._executor.submit(self._call, fn, *args))
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
