@@ -77,7 +77,9 @@ class Delivery:
         self.url = url
         self.host = f"{url.scheme}://{url.hostname or ''}:{url.port or ''}"
         # Deliveries of one share (shares.share_of) share its slots and its turn.
-        self.share = shares.share_of(url.hostname)
+        # A scheme without a host (zaqar://, trust+heat://, log://) calls one
+        # service the operator chose: its share is the scheme's, as before.
+        self.share = shares.share_of(url.hostname) or f"{url.scheme.lower()}:"
         self.plugin = plugin
         self.attempt = attempt
         self.first_attempt: float | None = None

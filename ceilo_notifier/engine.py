@@ -236,7 +236,9 @@ class Engine:
         admitted, held = [], []
         for delivery in deliveries:
             share = delivery.share
-            if self.scheduler.load(share) + extra.get(share, 0) >= self.share_cap:
+            # One the journal has no row of (it refused it) can only wait in memory.
+            journaled = delivery.accepted is not None
+            if journaled and self.scheduler.load(share) + extra.get(share, 0) >= self.share_cap:
                 held.append(delivery)
             else:
                 admitted.append(delivery)
@@ -568,7 +570,8 @@ class Engine:
             return  # superseded by a newer transition waiting behind it
         self._count(-1, 1)
         self.announcer.announce(delivery.event(events.RETRYING, error, delay))
-        if self.journal is not None and (delay >= PARK_AFTER or self._waiting > self.max_waiting):
+        parkable = self.journal is not None and delivery.accepted is not None
+        if parkable and (delay >= PARK_AFTER or self._waiting > self.max_waiting):
             self._park(delivery, delay)
 
     def _retry_due(self, _delivery: Delivery) -> None:

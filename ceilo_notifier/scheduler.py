@@ -94,6 +94,9 @@ class Scheduler:
             line.current = delivery
         else:
             line.pending.append(delivery)
+            if delay > 0:
+                # Queued behind its key, it waits for no timer: it counts for intake now.
+                self._due(delivery)
             return
         if delay > 0:
             self.retry_later(delivery, delay)

@@ -252,3 +252,20 @@ def test_a_retry_after_of_any_size_or_shape_waits_at_most_the_cap():
         ("²", 0),  # a digit to str.isdigit, not to float
     ]:
         assert policy.next_delay(1, 0.0, rest.parse_retry_after(header)) == wait, header
+
+
+def test_a_retry_read_back_behind_an_older_transition_leaves_the_counts_true(run):
+    """A delivery read back from the journal with a delay, queued behind an older
+    transition of its alarm and action still in flight, waits for no timer: it must
+    count for intake, not as a waiting retry, or the engine's counts drift for good
+    (parked retries then stop coming back, and wait_idle never returns)."""
+    r = run()
+    receivers = r.engine.plugins["fair"] = _Receivers(r.engine.conf, seconds=0.5)
+    (older,) = r.endpoint.handle(helpers.alarm(["fair://hooks.example.org/x"], alarm_id="a"))
+    assert helpers.wait_until(lambda: receivers.started, 5)
+    # Submitted as a retry read back from the journal is: with a delay, while the
+    # older transition of its key is in flight.
+    newer = r.engine.checker.check(older.notification, "fair://hooks.example.org/x")
+    r.engine.submit(newer, delay=0.3)
+    assert r.engine.wait_idle(10)
+    assert (r.engine._pending, r.engine._waiting) == (0, 0)

@@ -32,3 +32,20 @@ def test_share_of(host, share):
 
 def test_addresses_in_other_ipv6_sites_are_other_shares():
     assert shares.share_of("2001:db8:1:2::1") != shares.share_of("2001:db8:1:3::1")
+
+
+def test_actions_without_a_host_share_by_scheme_not_all_together():
+    """zaqar://, trust+heat:// and log:// call services the operator chose: a slow
+    Heat must not take the slots of every Zaqar or log action."""
+    from urllib import parse
+
+    from ceilo_notifier.delivery import Delivery
+    from ceilo_notifier.notification import AlarmNotification
+
+    def share(action):
+        return Delivery(AlarmNotification(alarm_id="a"), action, parse.urlsplit(action), None).share
+
+    assert share("trust+heat://t@") == "trust+heat:"
+    assert share("zaqar://?topic=x&subscriber=http://h.example/") == "zaqar:"
+    assert share("log://") == "log:"
+    assert share("http://hooks.example.org/x") == "example.org"

@@ -218,6 +218,10 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
                 socket_factory=guard.socket_factory,
                 ttl_dns_cache=10,
                 keepalive_timeout=15,
+                # Addresses one after another: racing them (happy eyeballs) would
+                # open a socket per address a tenant's name has, past the
+                # open-file budget of one attempt (limits.pool_size).
+                happy_eyeballs_delay=None,
             )
             session = aiohttp.ClientSession(
                 connector=connector,
