@@ -70,6 +70,8 @@ PARK_AFTER = 2.0
 PARK_POLL = 1.0
 PARK_LOOKAHEAD = 1.5
 PARK_BATCH = 500
+# Shares whose recent outcomes are remembered (the longest unheard of go first).
+ANSWERS_KEPT = 4096
 # Deliveries held back for a crowded share are logged at most this often.
 HELD_LOG_INTERVAL = 10.0
 # Held back again, a delivery waits half as long again as it has, at most this.
@@ -164,10 +166,13 @@ class Engine:
         self._parking: list[tuple[Delivery, datetime.datetime]] = []
         self._parked_keys = _ParkedKeys()
         # Deliveries one share may have running or waiting for a slot before
-        # further ones wait in the journal (with one): its slots and as many
-        # queued, or a tenth of the intake bound if that is more, so that a
-        # burst to one busy but healthy webhook is queued here, not held back.
+        # further ones wait in the journal (with one), unless it is answering
+        # (``_answering``): its slots and as many queued, or a tenth of the
+        # intake bound if that is more. A burst to a busy but healthy webhook
+        # is queued here whatever its size, never held back.
         self.share_cap = max(2 * self.scheduler.per_host, self.max_pending // 10)
+        self._answers: dict[str, tuple[float, float]] = {}  # share: (score, when)
+        self._answer_window = 2 * conf.alarm.rest_notifier_timeout
         self._held, self._held_logged = 0, -HELD_LOG_INTERVAL
         self._tasks: set[asyncio.Task] = set()
         # Set while other processes share the journal (workers, other hosts).
@@ -238,7 +243,8 @@ class Engine:
             share = delivery.share
             # One the journal has no row of (it refused it) can only wait in memory.
             journaled = delivery.accepted is not None
-            if journaled and self.scheduler.load(share) + extra.get(share, 0) >= self.share_cap:
+            crowded = self.scheduler.load(share) + extra.get(share, 0) >= self.share_cap
+            if journaled and crowded and not self._answering(share):
                 held.append(delivery)
             else:
                 admitted.append(delivery)
@@ -274,6 +280,21 @@ class Engine:
             )
             self._held, self._held_logged = 0, now
         return admitted
+
+    def _answered(self, share: str, delivered: bool) -> None:
+        """On the loop: how a share's attempts end, as a moving score (1: delivered)."""
+        score, _ = self._answers.pop(share, (0.5, 0.0))
+        self._answers[share] = (0.8 * score + 0.2 * delivered, time.monotonic())
+        if len(self._answers) > ANSWERS_KEPT:
+            del self._answers[next(iter(self._answers))]  # the longest unheard of
+
+    def _answering(self, share: str) -> bool:
+        """Whether most of a share's recent attempts were delivered. One never heard
+        of, or whose slots are all held by attempts that hang, is not: a tenant
+        cannot mix in a few working actions to keep a dead host's flood in memory,
+        since the hung attempts take the slots those would need."""
+        score, when = self._answers.get(share, (0.0, 0.0))
+        return score >= 0.5 and time.monotonic() - when <= self._answer_window
 
     def _supersede_parked(self, deliveries: list[Delivery]) -> None:
         """Newer transitions supersede their keys' retries parked in the journal at
@@ -539,6 +560,7 @@ class Engine:
                 return
         result = await self.attempter.run(delivery)
         delivery.status_code = result.status_code
+        self._answered(delivery.share, result.outcome == events.DELIVERED)
         try:
             if result.outcome == events.RETRYING:
                 self._retry(delivery, result.error, result.retry_in)

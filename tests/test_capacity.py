@@ -286,3 +286,21 @@ def test_a_flood_to_a_dead_host_waits_in_the_journal_not_in_intake(
         assert dead.accepted == 10  # its slots, no more
     finally:
         dead.close()
+
+
+def test_a_burst_to_a_healthy_webhook_is_never_held_in_the_journal(
+    start_notifier, topic, caster, webhook
+):
+    """The same crowding as a dead host's flood, to a webhook known to answer: held
+    back, a burst would wait seconds for nothing, so none of it is."""
+    small = {"max_pending_deliveries": 200, "per_host_concurrency": 10}
+    notifier = start_notifier(topic, alarm=small)
+    client = caster(topic)
+    first = webhook.url("ok")
+    client.cast(alarm([first], alarm_id="first"))
+    assert webhook.wait_for(first, timeout=10)
+    urls = [webhook.url("ok") for _ in range(500)]
+    for i in range(50):
+        client.cast(alarm(urls[i * 10 : (i + 1) * 10], alarm_id=f"burst-{i}"))
+    assert wait_until(lambda: all(webhook.requests_for(u) for u in urls), 30)
+    assert not re.search(r"deliveries wait in the journal", notifier.log())
