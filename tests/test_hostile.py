@@ -519,7 +519,11 @@ def test_a_webhook_aimed_at_a_proxy_itself_is_refused_at_the_socket(
     action names the https proxy: it goes there directly, and no connection is made."""
     names.set("proxy.test", addresses)
     monkeypatch.setenv("HTTPS_PROXY", f"http://proxy.test:{proxy.port}")
-    r = run(rest_notifier_allowed_networks=[], rest_notifier_max_retries=2)
+    r = run(
+        rest_notifier_allowed_networks=[],
+        rest_notifier_max_retries=2,
+        dns_nameservers=[names.address],
+    )
     (d,) = r.deliver([f"http://proxy.test:{proxy.port}/x"])
     assert d.outcome == events.FAILED and d.attempt == 1, (d.outcome, d.error)
     assert "target refused: proxy.test resolves to 127.0.0.1, in denied network" in d.error

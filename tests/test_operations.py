@@ -105,11 +105,11 @@ def test_a_fanout_cast_reaches_each_host_sharing_a_journal(
 ):
     """One message, one id, on every host's fanout queue: each host handles its copy."""
     shared = {"database": {"connection": f"sqlite:///{tmp_path}/shared.sqlite"}}
-    start_notifier(topic, name="one", extra=shared)
-    start_notifier(topic, name="two", extra=shared)
+    notifiers = [start_notifier(topic, name=n, extra=shared) for n in ("one", "two")]
     url = webhook.url("ok")
     caster(topic).cast(alarm([url], alarm_id="fan-shared"), fanout=True)
-    assert len(webhook.wait_for(url, 2)) == 2
+    got = webhook.wait_for(url, 2)
+    assert len(got) == 2, [n.log()[-4000:] for n in notifiers]
     time.sleep(1)
     assert len(webhook.requests_for(url)) == 2
 
