@@ -326,7 +326,7 @@ class Proc:
 
 
 class SinkProc:
-    """The webhook (sink.py): `ports` ports on 127.0.0.1, i.e. that many webhook hosts."""
+    """The webhook (sink.py): `ports` webhook hosts, on 127.0.0.1, 127.0.0.2…"""
 
     def __init__(self, workdir: Path, ports: int = 3, delay: float = 1.0):
         self.proc = Proc(
@@ -339,6 +339,7 @@ class SinkProc:
         if not ev or "ports" not in ev:
             raise RuntimeError(f"sink did not start:\n{self.proc.tail()}")
         self.ports = ev["ports"]
+        self.hosts = ev.get("hosts") or ["127.0.0.1"] * len(self.ports)
 
     def _call(self, path: str, method: str = "GET"):
         req = urllib.request.Request(f"http://127.0.0.1:{self.ports[0]}{path}", method=method)
@@ -362,7 +363,7 @@ class SinkProc:
         self._call("/_release", "POST")
 
     def url(self, mode: str, tag: str, port: int = 0) -> str:
-        return f"http://127.0.0.1:{self.ports[port]}/{mode}/{tag}"
+        return f"http://{self.hosts[port]}:{self.ports[port]}/{mode}/{tag}"
 
     def stop(self) -> None:
         self.proc.stop()

@@ -1,6 +1,7 @@
 """HTTP sink for the benchmark: records when each webhook POST arrives.
 
-One asyncio process, raw protocol, HTTP/1.1 keep-alive, on 127.0.0.1. It does
+One asyncio process, raw protocol, HTTP/1.1 keep-alive, on 127.0.0.1 (and
+127.0.0.2, 127.0.0.3… for the second and third webhook hosts). It does
 the least possible per request (the body is kept as bytes and only parsed when
 the records are read), so it is not what limits a run.
 
@@ -202,15 +203,19 @@ class _Conn(asyncio.Protocol):
 async def serve(ports: int, delay: float, host: str) -> None:
     sink = Sink(delay)
     loop = asyncio.get_running_loop()
-    servers = []
-    for _ in range(ports):
-        server = await loop.create_server(lambda: _Conn(sink), host, 0, backlog=1024)
+    servers, hosts = [], []
+    for i in range(ports):
+        # Each webhook host on an address of its own, as distinct receivers are:
+        # the notifier shares its slots by address, whatever the port.
+        address = f"127.0.0.{i + 1}" if host == "127.0.0.1" else host
+        server = await loop.create_server(lambda: _Conn(sink), address, 0, backlog=1024)
         servers.append(server)
+        hosts.append(address)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     numbers = [s.sockets[0].getsockname()[1] for s in servers]
-    sys.stdout.write(json.dumps({"ports": numbers}) + "\n")
+    sys.stdout.write(json.dumps({"ports": numbers, "hosts": hosts}) + "\n")
     sys.stdout.flush()
     await stop.wait()
     for server in servers:
