@@ -167,10 +167,12 @@ class Engine:
         self._parked_keys = _ParkedKeys()
         # Deliveries one share may have running or waiting for a slot before
         # further ones wait in the journal (with one), unless it is answering
-        # (``_answering``): its slots and as many queued, or a tenth of the
-        # intake bound if that is more. A burst to a busy but healthy webhook
-        # is queued here whatever its size, never held back.
-        self.share_cap = max(2 * self.scheduler.per_host, self.max_pending // 10)
+        # (``_answering``): its slots and as many queued, or half the intake
+        # bound if that is more, so that one share never takes more than half
+        # of it. Holding costs a journal write a delivery: a bound any lower
+        # slowed intake for everyone under a flood to a hung host
+        # (bench/RESULTS.md). A burst to a webhook that answers is never held.
+        self.share_cap = max(2 * self.scheduler.per_host, self.max_pending // 2)
         self._answers: dict[str, tuple[float, float]] = {}  # share: (score, when)
         self._answer_window = 2 * conf.alarm.rest_notifier_timeout
         self._held, self._held_logged = 0, -HELD_LOG_INTERVAL

@@ -126,9 +126,10 @@ ALARM_OPTS = CLIENT_OPTS + [
         "served in turn, so a dead host, or a tenant writing thousands of "
         "subdomains, holds at most this many slots, each for at most "
         "rest_notifier_timeout. With the journal, a share with twice this many "
-        "deliveries running or waiting for a slot (or a tenth of "
-        "max_pending_deliveries, if more) has further ones wait in the "
-        "journal, so that it cannot fill max_pending_deliveries. Keep it well "
+        "deliveries running or waiting for a slot (or half of "
+        "max_pending_deliveries, if more) that is not answering has further "
+        "ones wait in the journal, so that it cannot fill "
+        "max_pending_deliveries. Keep it well "
         "below dispatch_pool_size.",
     ),
     cfg.IntOpt(

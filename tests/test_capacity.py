@@ -265,9 +265,9 @@ def test_a_flood_to_a_dead_host_waits_in_the_journal_not_in_intake(
     start_notifier, topic, caster, webhook
 ):
     """500 deliveries to a host that accepts and never answers, more than
-    max_pending_deliveries: beyond twice its per-host slots (a tenth of
-    max_pending_deliveries too, here) they wait in the journal, so the consumers still
-    take other tenants' alarms at once."""
+    max_pending_deliveries: beyond half of max_pending_deliveries (more than twice its
+    per-host slots, here) they wait in the journal, so the consumers still take other
+    tenants' alarms at once."""
     dead = hostile.Blackhole("127.0.0.2")
     small = {"max_pending_deliveries": 200, "per_host_concurrency": 10}
     try:
@@ -282,7 +282,7 @@ def test_a_flood_to_a_dead_host_waits_in_the_journal_not_in_intake(
         took = list(helpers.time_healthy_alarms(client, webhook, 5, "healthy").values())
         assert all(t is not None and t < 5 for t in took), f"other tenants waited: {took}"
         held = [r for i in range(50) for r in journaled(notifier, f"dead-{i}") if r.parked_until]
-        assert len(held) > 400, len(held)
+        assert len(held) >= 350, len(held)  # 500, less the 100 of half the bound
         assert dead.accepted == 10  # its slots, no more
     finally:
         dead.close()
