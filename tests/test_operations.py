@@ -100,6 +100,12 @@ def test_a_fanout_cast_reaches_a_host_of_two_workers_once(start_notifier, topic,
     assert [len(webhook.requests_for(url)) for url in urls] == [1] * 5
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known bug, issue 15 item 10: once a host has noticed another in the shared "
+    "journal, it asks the journal before each attempt, and the other host's copy of the "
+    "same fanout cast, journaled a moment later, supersedes its own",
+)
 def test_a_fanout_cast_reaches_each_host_sharing_a_journal(
     start_notifier, topic, caster, webhook, tmp_path
 ):
