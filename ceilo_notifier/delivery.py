@@ -36,6 +36,22 @@ def request_id_for(message_id: str | None, index: int) -> str | None:
     return f"req-{uuid.UUID(bytes=digest, version=4)}"
 
 
+def fanout_message_id(unique_id: str, host: str) -> str:
+    """The message id of one host's copy of a fanout cast: its own, with the host."""
+    return f"rpc:{unique_id}@{host}"
+
+
+def scope_of(message_id: str | None) -> str | None:
+    """The host whose copy of a fanout cast a message is, else None.
+
+    Each host's copy is a line of transitions of its own: hosts sharing a
+    journal neither wait for nor supersede each other's copies.
+    """
+    if message_id and message_id.startswith("rpc:") and "@" in message_id:
+        return message_id.rsplit("@", 1)[1]
+    return None
+
+
 class Delivery:
     """One notification on its way to one action."""
 
@@ -51,6 +67,7 @@ class Delivery:
         "attempt",
         "first_attempt",
         "accepted",
+        "action_key",
         "state",
         "outcome",
         "status_code",
@@ -86,6 +103,8 @@ class Delivery:
         # When the journal accepted it (its created_at); None without a journal
         # record, taken as newer than anything read back from the journal.
         self.accepted: float | None = None
+        # Its key in the journal (journal.ordering), once journaled.
+        self.action_key: str | None = None
         self.state = QUEUED
         self.outcome: str | None = None
         self.status_code: int | None = None
@@ -97,7 +116,8 @@ class Delivery:
 
     @property
     def key(self) -> tuple[str, str]:
-        """Deliveries with one key keep their order and supersede each other."""
+        """Deliveries with one key keep their order and supersede each other, in
+        this process; across processes the journal's key does (journal.ordering)."""
         return (self.notification.alarm_id, self.action)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -147,4 +167,5 @@ class Delivery:
             "scheme": self.url.scheme,
             "notification": self.notification.body(),
             "attempts": self.attempt,
+            "scope": scope_of(self.notification.message_id),
         }

@@ -53,15 +53,17 @@ from ceilo_notifier import (
     scheduler,
 )
 from ceilo_notifier import delivery as delivery_mod
+from ceilo_notifier import journal as journal_mod
 from ceilo_notifier.delivery import Delivery, request_id_for
 from ceilo_notifier.journal import Journal, Record, is_outage, utcnow
 from ceilo_notifier.notification import AlarmNotification
 
 LOG = log.getLogger(__name__)
 
-# Waiting for an older transition that another process holds.
+# Waiting for an older transition that another process holds, or for a
+# journal that cannot be asked: ask again this often; say so after this long.
 TURN_WAIT = 0.2
-MAX_TURN_WAIT = 60.0
+TURN_WAIT_LOG = 60.0
 
 # A retry due later than this waits in the journal (parked), not in memory.
 PARK_AFTER = 2.0
@@ -98,7 +100,7 @@ def load_plugins(conf: cfg.ConfigOpts) -> dict[str, notifiers.AlarmNotifier]:
 
 
 class _ParkedKeys:
-    """Which (alarm, masked action) keys may have a retry parked in the journal.
+    """Which journal keys (alarm, action key) may have a retry parked in the journal.
 
     Counts per hash bucket, so that intake asks the journal only for alarms
     that may have one: a false "maybe" costs a query; a key missed (parked by
@@ -179,6 +181,9 @@ class Engine:
         self._tasks: set[asyncio.Task] = set()
         # Set while other processes share the journal (workers, other hosts).
         self.journal_shared = journal is not None and conf.workers > 1
+        # This process's lease in the journal (the service sets it): while it
+        # is not fresh, another process may have taken rows over.
+        self.lease: journal_mod.Lease | None = None
         self._turn_waited: dict[str, float] = {}
         # Journal queries from the loop: threads of their own, not the loop's
         # default executor, and a deadline, so a stalled database holds them only.
@@ -258,7 +263,7 @@ class Engine:
         # once; and the longer one has waited, the later it is read again, so
         # that a backlog of many held a long time is not read over and over.
         pace = self.conf.alarm.rest_notifier_timeout / self.scheduler.per_host
-        start, now, rows, place = utcnow(), time.time(), [], {}
+        start, now, rows, place = utcnow(), _now(self.journal), [], {}
         for d in held:
             place[d.share] = place.get(d.share, -1) + 1
             waited = max(0.0, now - (d.accepted or now))
@@ -269,7 +274,7 @@ class Engine:
         except Exception as exc:
             LOG.warning("Could not park %d deliveries in the journal (%s)", len(held), _cause(exc))
             return deliveries
-        self._parked_keys.add((d.notification.alarm_id, d.masked_action) for d in held)
+        self._parked_keys.add(_key(d) for d in held)
         self._held += len(held)
         now = time.monotonic()
         if now - self._held_logged >= HELD_LOG_INTERVAL:
@@ -301,13 +306,13 @@ class Engine:
     def _supersede_parked(self, deliveries: list[Delivery]) -> None:
         """Newer transitions supersede their keys' retries parked in the journal at
         once, as they do those waiting in memory (else, when due: ``resume``)."""
-        keys = {(d.notification.alarm_id, d.masked_action) for d in deliveries}
+        keys = {_key(d) for d in deliveries}
         keys = {key for key in keys if self._parked_keys.maybe(key)}
         if not keys:
             return
         try:
             parked = self.journal.parked_of(alarm_id for alarm_id, _ in keys)
-            stale = [r for r in parked if (r.alarm_id, r.action_masked) in keys]
+            stale = [r for r in parked if r.key in keys]
             if stale:
                 self.resume(self._unpark(stale), unparked=True)
         except Exception as exc:
@@ -357,10 +362,11 @@ class Engine:
         delay, waited = 0.5, 0.0
         while True:
             try:
-                for delivery, accepted in zip(
+                for delivery, (accepted, key) in zip(
                     deliveries, self.journal.record_new(rows), strict=True
                 ):
                     delivery.accepted = accepted.timestamp()
+                    delivery.action_key = key
                 if waited:
                     LOG.warning("Alarm %s: journaled after %.0f s", alarms, waited)
                 return deliveries
@@ -432,7 +438,7 @@ class Engine:
         max_age = self.conf.alarm.rest_notifier_retry_max_age
         resumed = []
         to_submit: list[tuple[Delivery, float]] = []
-        now = time.time()
+        now = _now(the_journal)
         for record in records:
             notification = AlarmNotification(**record.notification)
             # A plugin gone since then drops it, with its request id: the
@@ -442,10 +448,9 @@ class Engine:
                 continue
             delivery.attempt = record.attempts
             delivery.accepted = record.created_at.timestamp()
+            delivery.action_key = record.action_key
             age = max(0.0, now - record.created_at.timestamp())
-            if newest.get((record.alarm_id, record.action_masked), record.created_at) > (
-                record.created_at
-            ):
+            if newest.get(record.key, record.created_at) > record.created_at:
                 self._conclude(delivery, events.SUPERSEDED, "superseded by a newer transition")
                 continue
             if ageing and age > max_age:
@@ -476,7 +481,7 @@ class Engine:
         """Park the records whose retry is far off; take the others out of the
         parked rows. The records left to resume (not those another reader
         took meanwhile), and the request ids of those that stay parked."""
-        now = time.time()
+        now = _now(self.journal)
         far = {r.request_id for r in records if _delay(r, now) >= PARK_AFTER}
         to_park = [
             (r.request_id, r.next_attempt_at)
@@ -488,7 +493,7 @@ class Engine:
         except Exception as exc:
             LOG.warning("Could not park %d retries in the journal (%s)", len(to_park), _cause(exc))
             far -= {rid for rid, _ in to_park}  # they wait in memory instead
-        self._parked_keys.add((r.alarm_id, r.action_masked) for r in records if r.request_id in far)
+        self._parked_keys.add(r.key for r in records if r.request_id in far)
         near = [r for r in records if r.parked_until and r.request_id not in far]
         won = {r.request_id for r in self._unpark(near)}
         kept = [r for r in records if not r.parked_until or r.request_id in far | won]
@@ -500,7 +505,7 @@ class Engine:
             return []
         won = self.journal.unpark(r.request_id for r in records)
         taken = [r for r in records if r.request_id in won]
-        self._parked_keys.discard((r.alarm_id, r.action_masked) for r in taken)
+        self._parked_keys.discard(r.key for r in taken)
         return taken
 
     def submit(self, delivery: Delivery, delay: float = 0.0) -> None:
@@ -549,14 +554,33 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def owners(self, live: int) -> None:
+        """The lease's report after each heartbeat: how many processes share the journal."""
+        self.journal_shared = live > 1 or self.conf.workers > 1
+
+    def _must_ask(self, delivery: Delivery) -> bool:
+        """Whether the journal must say whose turn it is before this attempt: before
+        every retry, and before every attempt while another process may hold rows
+        of the same key or may have taken this one's (its lease is not fresh)."""
+        if self.journal is None or delivery.accepted is None:
+            return False
+        return bool(
+            delivery.attempt
+            or self.journal_shared
+            or (self.lease is not None and not self.lease.fresh)
+        )
+
     async def _run(self, delivery: Delivery) -> None:
-        if self.journal_shared or delivery.attempt:
+        if self._must_ask(delivery):
             turn = await self._turn(delivery)
-            if turn == "superseded":
+            if turn == journal_mod.LOST:
+                self._lose(delivery)
+                return
+            if turn == journal_mod.SUPERSEDED:
                 self._finish(delivery, events.SUPERSEDED, "superseded by a newer transition")
                 self.scheduler.finished(delivery)
                 return
-            if turn == "wait":
+            if turn == journal_mod.WAIT:
                 if self.scheduler.retry(delivery, TURN_WAIT):
                     self._count(-1, 1)
                 return
@@ -621,7 +645,7 @@ class Engine:
         could not take them, they wait here after all."""
         exc = written.exception() if not written.cancelled() else asyncio.CancelledError()
         if exc is None:
-            self._parked_keys.add((d.notification.alarm_id, d.masked_action) for d, _ in batch)
+            self._parked_keys.add(_key(d) for d, _ in batch)
             self._count(0, -len(batch))
             return
         LOG.warning(
@@ -657,32 +681,57 @@ class Engine:
         return len(records) == room
 
     async def _turn(self, delivery: Delivery) -> str:
-        """Ask the journal whether another process holds an older transition of this
-        alarm to this action (wait for it) or has accepted a newer one (superseded).
+        """Ask the journal whether this delivery may go now (journal.ordering):
+        ``lost``, ``superseded``, ``wait`` or ``go``.
 
         Within a process the scheduler knows this already; across processes the
-        journal does. Asked before every retry, and before every attempt while
-        other processes share the journal. A delivery that waited
-        ``MAX_TURN_WAIT`` seconds goes anyway, so a stuck neighbour cannot hold
-        it for ever.
+        journal does. A journal that cannot be asked means ``wait``: it is asked
+        again every ``TURN_WAIT`` seconds, for as long as it takes, since a stale
+        send is worse than a late one (an older transition in flight elsewhere
+        ends within its attempt's deadline, and a dead owner's rows are taken
+        over once its lease runs out).
         """
-        if self.journal is None:
-            return "go"
         waited = self._turn_waited.get(delivery.request_id, 0.0)
         try:
             turn = await self.journal_pool.run(self.journal.turn, delivery.request_id)
         except Exception as exc:
+            if not waited:
+                LOG.warning(
+                    "Alarm %s: could not ask the journal whether %s may go (%s); "
+                    "it waits until the journal answers",
+                    delivery.key[0],
+                    delivery.request_id,
+                    _cause(exc),
+                )
+            turn = journal_mod.WAIT
+        if turn != journal_mod.WAIT:
+            self._turn_waited.pop(delivery.request_id, None)
+            return turn
+        self._turn_waited[delivery.request_id] = waited + TURN_WAIT
+        if waited < TURN_WAIT_LOG <= waited + TURN_WAIT:
             LOG.warning(
-                "Alarm %s: could not ask the journal about newer or older transitions (%s)",
+                "Alarm %s: %s has waited %.0f s for an older transition to %s still in "
+                "flight in another process, or for the journal",
                 delivery.key[0],
-                exc,
+                delivery.request_id,
+                TURN_WAIT_LOG,
+                delivery.masked_action,
             )
-            turn = "go"
-        if turn == "wait" and waited < MAX_TURN_WAIT:
-            self._turn_waited[delivery.request_id] = waited + TURN_WAIT
-            return "wait"
+        return turn
+
+    def _lose(self, delivery: Delivery) -> None:
+        """Another process owns this delivery now (it took it over while this one was
+        cut off): stop it here, without an outcome, which is the owner's to write."""
+        LOG.warning(
+            "Alarm %s: %s to %s now belongs to another process (taken over); stopped here",
+            delivery.key[0],
+            delivery.request_id,
+            delivery.masked_action,
+        )
         self._turn_waited.pop(delivery.request_id, None)
-        return "superseded" if turn == "superseded" else "go"
+        self.scheduler.finished(delivery)
+        self._released(delivery)
+        delivery.announced()
 
     def _conclude(self, delivery: Delivery, outcome: str, error: str) -> None:
         """A final outcome reached without an attempt (resume found it stale)."""
@@ -765,6 +814,16 @@ class Engine:
             except Exception:
                 LOG.exception("Closing notifier plugin %r failed", plugin)
         return self.scheduler.unfinished()
+
+
+def _key(delivery: Delivery) -> tuple[str, str | None]:
+    """A delivery's key in the journal (journal.ordering)."""
+    return (delivery.notification.alarm_id, delivery.action_key)
+
+
+def _now(the_journal: Journal | None) -> float:
+    """Now in the journal's clock, the one its times are written in."""
+    return (the_journal.clock.now() if the_journal is not None else utcnow()).timestamp()
 
 
 def _delay(record: Record, now: float) -> float:

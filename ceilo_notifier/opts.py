@@ -169,7 +169,8 @@ ALARM_OPTS = CLIENT_OPTS + [
         help="Threads that run the journal queries of the event loop (which "
         "transition of an alarm goes first, across processes). A query gets "
         "[database] timeout seconds, the wait for a thread included; past it "
-        "the delivery goes ahead as when the journal cannot be asked.",
+        "the delivery waits and asks again, as when the journal cannot be asked "
+        "(a stale send is worse than a late one).",
     ),
     cfg.FloatOpt(
         "plugin_timeout",
@@ -392,8 +393,23 @@ DATABASE_OPTS = [
         "timeout",
         default=10.0,
         min=1.0,
-        help="Seconds to connect to the journal's database and for one "
-        "statement (PostgreSQL), so that no thread hangs on a dead database.",
+        help="Seconds to connect to the journal's database, to wait for a "
+        "pooled connection, and for one statement (PostgreSQL), so that no "
+        "thread hangs on a dead database.",
+    ),
+    cfg.IntOpt(
+        "max_pool_size",
+        min=1,
+        help="Connections to the journal each process keeps open. Unset: one "
+        "for each thread that queries the journal besides the consumers "
+        "([alarm] journal_pool_size and the service's own six). A full pool "
+        "is an outage: nothing is acknowledged until a connection frees.",
+    ),
+    cfg.IntOpt(
+        "max_overflow",
+        min=0,
+        help="Connections opened beyond max_pool_size while busy. Unset: one "
+        "for each consumer thread (executor_thread_pool_size).",
     ),
 ]
 

@@ -71,3 +71,35 @@ class BoundedPool:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Periodic:
+    """A daemon thread that calls ``tick`` every ``interval`` seconds until stopped.
+
+    ``tick`` contains its own failures: one that raises is logged by the
+    subclass and tried again at the next interval.
+    """
+
+    def __init__(self, name: str, interval: float) -> None:
+        self.interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopped.is_set()
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self.tick()

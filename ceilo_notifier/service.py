@@ -39,6 +39,7 @@ class NotifierService(base.ServiceBase):
         self._stopped = threading.Event()
         self.fanout_lock: rpc_consumer.FanoutLock | None = None
         self.takeover: takeover.Takeover | None = None
+        self.lease: journal.Lease | None = None
 
     def start(self) -> None:
         """Build everything here, not in __init__: workers are forked after __init__."""
@@ -58,6 +59,17 @@ class NotifierService(base.ServiceBase):
             journal=the_journal,
         )
         if the_journal is not None:
+            # The lease first: this process is live in the journal before it
+            # owns anything, and stays so whatever resuming waits for.
+            self.lease = journal.Lease(
+                the_journal, self.conf.host, self.conf.database.owner_lease, self.engine.owners
+            )
+            try:
+                self.lease.beat()
+            except Exception as exc:
+                LOG.warning("Journal heartbeat failed (%s); trying again", exc)
+            self.lease.start()
+            self.engine.lease = self.lease
             resumed = self.engine.resume(the_journal.claim_open(self.conf.host, self.launch))
             if resumed:
                 LOG.info("Resumed %d unfinished deliveries from the journal", len(resumed))
@@ -130,6 +142,9 @@ class NotifierService(base.ServiceBase):
                     unfinished,
                 )
             self.engine = None
+        if self.lease is not None:
+            self.lease.stop()  # after the engine: its last writes are a live owner's
+            self.lease = None
         for backend in self.backends:
             try:
                 backend.stop()

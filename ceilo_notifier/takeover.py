@@ -1,68 +1,71 @@
-"""Heartbeats in the shared journal, and taking over a silent host's deliveries.
+"""Taking over the deliveries of a process that went silent.
 
-Deliveries belong to the host that accepted them, and a host resumes its own
-at its next start. A host that never starts again (a replaced VM, a renamed
-pod) would leave them open for ever: every live instance heartbeats in the
-journal, and one that finds a host silent for ``[database] owner_lease``
-seconds claims that host's open deliveries — each with a conditional update,
-so exactly one live host takes each — and resumes them through the engine,
-which fails or supersedes the stale ones instead of sending them.
+Deliveries belong to the process that accepted them, and a host resumes its
+own at its next start. A host that never starts again (a replaced VM, a
+renamed pod), or a replay killed halfway, would leave them open for ever:
+every live process holds a lease in the journal (``journal.Lease``, on a
+thread of its own), and this thread, finding an owner whose lease ran out
+``[database] owner_lease`` seconds ago by the database's clock, claims its
+open deliveries — each with a conditional update, so exactly one live
+process takes each — and resumes them through the engine, which fails or
+supersedes the stale ones instead of sending them. Resuming may wait for
+room in the engine; the lease does not wait with it. Deliveries that could
+not be resumed are given back, for the next round to claim again.
 """
 
 from __future__ import annotations
 
-import threading
-
 from oslo_config import cfg
 from oslo_log import log
 
+from ceilo_notifier import pools
 from ceilo_notifier.engine import Engine
 from ceilo_notifier.journal import Journal
 
 LOG = log.getLogger(__name__)
 
 
-class Takeover:
-    """A thread that heartbeats for this process and adopts silent hosts' work."""
+class Takeover(pools.Periodic):
+    """A thread that adopts the work of owners whose lease ran out."""
 
     def __init__(self, conf: cfg.ConfigOpts, journal: Journal, engine: Engine) -> None:
-        self.host = conf.host
+        super().__init__("journal-takeover", conf.database.owner_lease / 4)
         self.lease = conf.database.owner_lease
         self.journal = journal
         self.engine = engine
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="journal-heartbeat", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
+    def tick(self) -> None:
+        try:
+            self.adopt()
+        except Exception as exc:
+            LOG.warning("Looking for silent owners in the journal failed (%s)", exc)
 
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self.journal.heartbeat(self.host)
-                if self.journal.live_owners(self.lease) > 1:
-                    self.engine.journal_shared = True
-                self._adopt()
-            except Exception as exc:
-                LOG.warning("Journal heartbeat failed (%s); trying again", exc)
-            if self._stopped.wait(self.lease / 4):
+    def adopt(self) -> None:
+        """One round: claim and resume the open deliveries of every silent owner."""
+        for owner, seen in self.journal.silent_owners(self.lease).items():
+            if self.stopping:
                 return
-
-    def _adopt(self) -> None:
-        for host, seen in self.journal.silent_hosts(self.host, self.lease).items():
-            records = self.journal.take_over(host)
+            records = self.journal.take_over(owner)
             if not records:
-                continue  # another live host was quicker
-            resumed = self.engine.resume(records)
+                continue  # another live process was quicker
+            try:
+                resumed = self.engine.resume(records)
+            except Exception as exc:
+                given = self.journal.release(records)
+                LOG.error(
+                    "Took over %d deliveries of %s but could not resume them (%s); "
+                    "%d given back for the next round",
+                    len(records),
+                    owner,
+                    exc,
+                    given,
+                )
+                continue
             LOG.warning(
-                "Took over %d unfinished deliveries of host %s, silent since %s "
+                "Took over %d unfinished deliveries of %s, silent since %s "
                 "(owner_lease %g s): %d resumed, %d stale",
                 len(records),
-                host,
+                owner,
                 seen.isoformat(timespec="seconds") if seen else "ever",
                 self.lease,
                 len(resumed),

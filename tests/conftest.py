@@ -297,7 +297,8 @@ def db_url(request, tmp_path):
 
 def empty_journal(url: str) -> None:
     """Drop every table of the journal (the schema of this run is shared by its tests)."""
-    tables = "delivery_events, deliveries, instances, alembic_version, " + journal.VERSION_TABLE
+    tables = "delivery_events, deliveries, instances, journal_keys, alembic_version, "
+    tables += journal.VERSION_TABLE
     with sa.create_engine(url).begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {tables}"))
 

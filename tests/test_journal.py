@@ -35,7 +35,7 @@ def test_schema_upgrade_is_idempotent_and_managed_by_alembic(db_url):
     engine = sa.create_engine(db_url)
     with engine.connect() as conn:
         version = sa.text(f"SELECT version_num FROM {journal.VERSION_TABLE}")
-        assert conn.execute(version).scalar() == "0003"
+        assert conn.execute(version).scalar() == "0004"
         names = set(sa.inspect(conn).get_table_names())
     assert {"deliveries", "delivery_events"} <= names
     assert "alembic_version" not in names
@@ -53,7 +53,7 @@ def test_the_journal_shares_a_database_with_aodh_and_its_alembic_table(db_url):
     with engine.connect() as conn:
         aodh = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
         ours = conn.execute(sa.text(f"SELECT version_num FROM {journal.VERSION_TABLE}")).scalar()
-    assert (aodh, ours) == ("367aadf5485f", "0003")
+    assert (aodh, ours) == ("367aadf5485f", "0004")
 
 
 def test_a_journal_made_with_the_old_version_table_is_adopted(db_url):
@@ -68,11 +68,14 @@ def test_a_journal_made_with_the_old_version_table_is_adopted(db_url):
         conn.execute(sa.text("DROP TABLE instances"))  # what 0002 adds
         conn.execute(sa.text("DROP INDEX ix_deliveries_parked_until"))  # what 0003 adds
         conn.execute(sa.text("ALTER TABLE deliveries DROP COLUMN parked_until"))
+        conn.execute(sa.text("DROP INDEX ix_deliveries_alarm_key"))  # what 0004 adds
+        conn.execute(sa.text("ALTER TABLE deliveries DROP COLUMN action_key"))
+        conn.execute(sa.text("DROP TABLE journal_keys"))
     journal.upgrade(db_url)
     with engine.connect() as conn:
         ours = conn.execute(sa.text(f"SELECT version_num FROM {journal.VERSION_TABLE}")).scalar()
         names = set(sa.inspect(conn).get_table_names())
-    assert ours == "0003" and "instances" in names and "alembic_version" not in names
+    assert ours == "0004" and "instances" in names and "alembic_version" not in names
 
 
 def test_deliveries_move_through_their_events(db_url):

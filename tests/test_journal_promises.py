@@ -295,6 +295,7 @@ def test_a_message_another_consumer_journals_meanwhile_is_not_delivered_twice(
             "state": "pending",
             "attempts": 0,
             "owner": "other-host/L/1",
+            "action_key": run.backend.journal.action_key(target),
             "created_at": now,
             "updated_at": now,
         }

@@ -130,6 +130,23 @@ def replay(
     out=sys.stdout,
 ) -> int:
     """Deliver failed deliveries again, here, journaling every attempt."""
+    # A replay owns what it claims like any owner: with a lease, so that if it
+    # is killed halfway a live service takes its deliveries over.
+    lease = journal.Lease(the_journal, conf.host, conf.database.owner_lease)
+    lease.beat()
+    lease.start()
+    try:
+        return _replay(conf, the_journal, records, out)
+    finally:
+        lease.stop()
+
+
+def _replay(
+    conf: cfg.ConfigOpts,
+    the_journal: journal.Journal,
+    records: list[journal.Record],
+    out,
+) -> int:
     from ceilo_notifier import dispatchers, engine
     from ceilo_notifier.dispatchers import database
 
@@ -139,6 +156,7 @@ def replay(
         return 0
     backend = database.DatabaseBackend(conf)
     backend.start(the_journal.owner)
+    backend.journal.clock = the_journal.clock  # the lease keeps it in the database's time
     total, done = len(claimed), []
 
     def progress(event: events.DeliveryEvent) -> None:

@@ -38,7 +38,7 @@ from oslo_messaging._utils import version_is_compatible
 from oslo_messaging.rpc import server as rpc_server
 
 from ceilo_notifier import intake
-from ceilo_notifier.delivery import Delivery
+from ceilo_notifier.delivery import Delivery, fanout_message_id
 from ceilo_notifier.engine import Engine, JournalUnavailable
 
 LOG = log.getLogger(__name__)
@@ -286,7 +286,7 @@ class JournalFirstServer(BoundedIntake, rpc_server.RPCServer):
         raw = getattr(message.message, "_raw_message", None)
         exchange = (getattr(raw, "delivery_info", None) or {}).get("exchange") or ""
         if exchange.endswith("_fanout"):
-            return f"rpc:{unique_id}@{self._target.server}"
+            return fanout_message_id(unique_id, self._target.server)
         return f"rpc:{unique_id}"
 
     def _handle_casts(self, casts, batch: list[object]) -> None:

@@ -18,6 +18,20 @@ from ceilo_notifier import dispatchers, events, journal
 LOG = log.getLogger(__name__)
 
 PURGE_INTERVAL = 3600.0
+# oslo.messaging's default for executor_thread_pool_size, before it registers the option.
+CONSUMER_THREADS = 64
+
+
+def pool_size(conf: cfg.ConfigOpts) -> tuple[int, int]:
+    """(pool size, overflow) of the journal's connections: as configured, or one
+    for each thread that may query it at once (``journal.pool_size_for``)."""
+    consumers = getattr(conf, "executor_thread_pool_size", CONSUMER_THREADS)
+    size, overflow = journal.pool_size_for(conf.alarm.journal_pool_size, consumers)
+    if conf.database.max_pool_size is not None:
+        size = conf.database.max_pool_size
+    if conf.database.max_overflow is not None:
+        overflow = conf.database.max_overflow
+    return size, overflow
 
 
 class DatabaseBackend(dispatchers.QueuedBackend):
@@ -34,6 +48,7 @@ class DatabaseBackend(dispatchers.QueuedBackend):
             self.conf.database.connection,
             owner or journal.owner_tag(self.conf.host, "-"),
             self.conf.database.timeout,
+            *pool_size(self.conf),
         )
         super().start()
         if self.conf.database.retention_days > 0:
@@ -60,7 +75,14 @@ class DatabaseBackend(dispatchers.QueuedBackend):
                 return
 
     def write(self, batch: list[tuple[int, events.DeliveryEvent]]) -> None:
-        self.journal.record_events(event for _, event in batch)
+        lost = self.journal.record_events(event for _, event in batch)
+        if lost:
+            LOG.warning(
+                "%d event(s) kept as history only: their deliveries belong to another "
+                "process now (taken over while this one could not reach the journal): %s",
+                len(lost),
+                ", ".join(f"{rid} ({owner})" for rid, owner in lost[:5]),
+            )
 
     def is_outage(self, exc: BaseException) -> bool:
         return journal.is_outage(exc)
