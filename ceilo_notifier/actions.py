@@ -57,12 +57,17 @@ def installed() -> dict[str, type[notifiers.AlarmNotifier]]:
 def parse(action: object, max_length: int) -> urlparse.SplitResult:
     """The parsed URL of an action, with a scheme.
 
-    :raises InvalidAction: not a string, longer than max_length, unparsable or no scheme.
+    :raises InvalidAction: not a string, longer than max_length, a NUL or a lone
+        surrogate in it, a control character, unparsable or no scheme.
     """
     if not isinstance(action, str):
         raise InvalidAction(f"action is of type {type(action).__name__}, not a string")
     if len(action) > max_length:
         raise InvalidAction(f"action is {len(action)} characters long, more than {max_length}")
+    bad = masking.unstorable(action)
+    if bad:
+        # The journal's database would refuse it (or, a surrogate, any UTF-8 encoder).
+        raise InvalidAction(f"action contains {bad}, which the journal cannot store")
     if masking.has_control(action.strip()):
         # urlsplit would drop a newline or a tab silently and deliver elsewhere.
         raise InvalidAction("action contains control characters")

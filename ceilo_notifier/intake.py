@@ -6,12 +6,24 @@ actions; ``ActionChecker`` turns each action into a ``Delivery`` bound to its
 plugin. Whatever cannot be delivered stops here with one log line naming the
 alarm and the cause (SPEC 4) and a ``dropped`` event; the rest of the alarm
 goes on.
+
+Code points the journal's database cannot store (NUL, which PostgreSQL
+refuses, and lone surrogates, which no UTF-8 encoder writes; JSON's
+``"\\u0000"`` and ``"\\ud800"`` decode to them) never get past here, since a
+refused journal write would requeue the message for ever or deliver without
+a record. In the keys of a delivery, ``alarm_id`` and the action URL, they
+refuse that alarm or that action: replaced, they could name another alarm or
+another receiver. In free text (``alarm_name``, ``severity``, ``previous``,
+``current``, ``reason``, the strings and keys of ``reason_data``) they are
+replaced by U+FFFD with one warning per field, as an over-long field is
+truncated: a transition is worth more than a few characters of its text.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +37,34 @@ from ceilo_notifier.notification import AlarmNotification
 LOG = log.getLogger(__name__)
 
 _TEXT_FIELDS = ("alarm_name", "severity", "previous", "current", "reason")
+
+
+# How json.dumps writes NUL and lone (or any) surrogates: a cheap test before a walk.
+_ESCAPED_UNSTORABLE = re.compile(r"\\u(?:0000|d[89a-f])")
+
+
+def _unstorable_in(value: object) -> str | None:
+    """The first code point the journal cannot store in a JSON value's strings and keys."""
+    if isinstance(value, str):
+        return masking.unstorable(value)
+    if isinstance(value, dict):
+        value = [item for pair in value.items() for item in pair]
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            found = _unstorable_in(item)
+            if found:
+                return found
+    return None
+
+
+def _replace_unstorable(value: object) -> object:
+    if isinstance(value, str):
+        return masking.replace_unstorable(value)
+    if isinstance(value, dict):
+        return {_replace_unstorable(k): _replace_unstorable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_replace_unstorable(item) for item in value]
+    return value
 
 
 class InvalidAlarm(ValueError):
@@ -56,6 +96,7 @@ class AlarmValidator:
             return None
         if not isinstance(value, str):
             value = str(value)
+        value = self._storable(alarm, name, value)
         limit = self.opts.max_field_length
         if len(value) > limit:
             LOG.warning(
@@ -67,6 +108,19 @@ class AlarmValidator:
             )
             value = value[:limit]
         return value
+
+    def _storable(self, alarm: str, name: str, value: str) -> str:
+        bad = masking.unstorable(value)
+        if bad is None:
+            return value
+        LOG.warning(
+            "Alarm %s: field %s contains %s, which the journal cannot store; "
+            "such code points replaced by U+FFFD",
+            alarm,
+            name,
+            bad,
+        )
+        return masking.replace_unstorable(value)
 
     def _reason_data(self, alarm: str, value: object) -> dict[str, Any]:
         if value is None:
@@ -89,6 +143,17 @@ class AlarmValidator:
             )
             value = json.loads(json.dumps(value, default=str, skipkeys=True))
             encoded = json.dumps(value)
+        if _ESCAPED_UNSTORABLE.search(encoded):
+            found = _unstorable_in(value)
+            if found:
+                LOG.warning(
+                    "Alarm %s: field reason_data contains %s, which the journal cannot "
+                    "store; such code points replaced by U+FFFD",
+                    alarm,
+                    found,
+                )
+                value = _replace_unstorable(value)
+                encoded = json.dumps(value)
         limit = self.opts.max_reason_data_size
         if len(encoded) > limit:
             LOG.warning(
@@ -109,6 +174,10 @@ class AlarmValidator:
             raise InvalidAlarm("no alarm_id")
         if not isinstance(alarm_id, str):
             alarm_id = str(alarm_id)
+        bad = masking.unstorable(alarm_id)
+        if bad:
+            # Replaced, two alarms could become one: refused instead.
+            raise InvalidAlarm(f"alarm_id contains {bad}, which the journal cannot store")
         if len(alarm_id) > journal.ALARM_ID_LENGTH:
             # Truncated, two alarms could become one: refused instead.
             raise InvalidAlarm(
@@ -151,6 +220,9 @@ class AlarmValidator:
         for data, message_id in zip(batch, message_ids or [None] * len(batch), strict=True):
             try:
                 notification, actions = self.validate(data)
+                if message_id and masking.unstorable(message_id):
+                    # Request ids are derived from it (hashed as UTF-8).
+                    message_id = message_id.encode("utf-8", "backslashreplace").decode()
                 if message_id:
                     notification = dataclasses.replace(notification, message_id=message_id)
                 alarms.append((notification, actions))
@@ -187,6 +259,10 @@ class ActionChecker:
             masked = masking.mask_url(action)[:200] + "..."
         else:
             masked = masking.mask_url(action)
+        if isinstance(action, str):
+            # Written to the journal with the dropped event: escaped, a NUL or a
+            # lone surrogate in it cannot make the database refuse the event.
+            masked = masking.escape_control(masked)
         try:
             url = actions.parse(action, self.max_len)
         except actions.InvalidAction as exc:

@@ -42,7 +42,13 @@ _QUERY_SECRET = re.compile(
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Escaped as well: a lone surrogate cannot even be written to a UTF-8 log.
+_ESCAPED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# What no database of the journal stores in a text column: PostgreSQL refuses
+# NUL, and no UTF-8 database a lone surrogate (JSON's "\\ud800" decodes to one).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
 
 
 def has_control(text: str) -> bool:
@@ -51,12 +57,28 @@ def has_control(text: str) -> bool:
 
 
 def escape_control(text: str) -> str:
-    """Text with every control character written as an escape (``\\n``, ``\\x1b``)."""
-    if not _CONTROL.search(text):
+    """Text with every control character and lone surrogate written as an escape
+    (``\\n``, ``\\x1b``, ``\\ud800``)."""
+    if not _ESCAPED.search(text):
         return text
-    return _CONTROL.sub(
+    return _ESCAPED.sub(
         lambda m: _ESCAPES.get(m.group(), m.group().encode("unicode_escape").decode()), text
     )
+
+
+def unstorable(text: str) -> str | None:
+    """The first code point of text that the journal cannot store, named
+    (``U+0000 (NUL)``, ``U+D800 (a lone surrogate)``); None when there is none."""
+    match = _UNSTORABLE.search(text)
+    if match is None:
+        return None
+    point = ord(match.group())
+    return f"U+{point:04X} ({'NUL' if point == 0 else 'a lone surrogate'})"
+
+
+def replace_unstorable(text: str) -> str:
+    """Text with every code point the journal cannot store replaced by U+FFFD."""
+    return _UNSTORABLE.sub(REPLACEMENT, text)
 
 
 def _mask_all(text: str) -> str:
