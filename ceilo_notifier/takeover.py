@@ -48,12 +48,19 @@ class Takeover(pools.Periodic):
             records = self.journal.take_over(owner)
             if not records:
                 continue  # another live process was quicker
+            LOG.warning(
+                "Took over %d unfinished deliveries of %s, silent since %s (owner_lease %g s)",
+                len(records),
+                owner,
+                seen.isoformat(timespec="seconds") if seen else "ever",
+                self.lease,
+            )
             try:
                 resumed = self.engine.resume(records)
             except Exception as exc:
                 given = self.journal.release(records)
                 LOG.error(
-                    "Took over %d deliveries of %s but could not resume them (%s); "
+                    "Could not resume the %d deliveries taken over from %s (%s); "
                     "%d given back for the next round",
                     len(records),
                     owner,
@@ -61,13 +68,10 @@ class Takeover(pools.Periodic):
                     given,
                 )
                 continue
-            LOG.warning(
-                "Took over %d unfinished deliveries of %s, silent since %s "
-                "(owner_lease %g s): %d resumed, %d stale",
+            LOG.info(
+                "Of the %d deliveries taken over from %s: %d resumed, %d stale",
                 len(records),
                 owner,
-                seen.isoformat(timespec="seconds") if seen else "ever",
-                self.lease,
                 len(resumed),
                 len(records) - len(resumed),
             )

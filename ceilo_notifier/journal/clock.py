@@ -13,6 +13,7 @@ machine: its clock is the local one.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -30,20 +31,21 @@ def utcnow() -> datetime.datetime:
 class Clock:
     """The database's time, as the local clock plus the offset last measured."""
 
-    def __init__(self) -> None:
+    def __init__(self, local: Callable[[], datetime.datetime] = utcnow) -> None:
+        self.local = local
         self.offset = datetime.timedelta(0)
 
     def now(self) -> datetime.datetime:
-        return utcnow() + self.offset
+        return self.local() + self.offset
 
     def measure(self, conn: sa.Connection) -> None:
         """Read the server's clock (half a round trip is the error left)."""
         server_now = _SERVER_NOW.get(conn.dialect.name)
         if server_now is None:
             return
-        before = utcnow()
+        before = self.local()
         server = conn.execute(sa.select(server_now())).scalar_one()
-        after = utcnow()
+        after = self.local()
         if server.tzinfo is None:  # MySQL's UTC_TIMESTAMP is naive, and UTC
             server = server.replace(tzinfo=datetime.timezone.utc)
         self.offset = server - (before + (after - before) / 2)
