@@ -36,9 +36,16 @@ def request_id_for(message_id: str | None, index: int) -> str | None:
     return f"req-{uuid.UUID(bytes=digest, version=4)}"
 
 
+FANOUT_PREFIX = "rpc-fanout:"
+
+
 def fanout_message_id(unique_id: str, host: str) -> str:
-    """The message id of one host's copy of a fanout cast: its own, with the host."""
-    return f"rpc:{unique_id}@{host}"
+    """The message id of one host's copy of a fanout cast: its own, with the host.
+
+    A prefix of its own, so that no id a sender chooses for a plain cast can
+    pass for a fanout copy (and take its transitions out of their line).
+    """
+    return f"{FANOUT_PREFIX}{unique_id}@{host}"
 
 
 def scope_of(message_id: str | None) -> str | None:
@@ -47,7 +54,7 @@ def scope_of(message_id: str | None) -> str | None:
     Each host's copy is a line of transitions of its own: hosts sharing a
     journal neither wait for nor supersede each other's copies.
     """
-    if message_id and message_id.startswith("rpc:") and "@" in message_id:
+    if message_id and message_id.startswith(FANOUT_PREFIX):
         return message_id.rsplit("@", 1)[1]
     return None
 
