@@ -127,6 +127,11 @@ class Delivery:
         this process; across processes the journal's key does (journal.ordering)."""
         return (self.notification.alarm_id, self.action)
 
+    @property
+    def journal_key(self) -> tuple[str, str | None]:
+        """Its key across processes (journal.ordering), once journaled."""
+        return (self.notification.alarm_id, self.action_key)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the final outcome has been announced; True if it has."""
         with _WAITERS_LOCK:

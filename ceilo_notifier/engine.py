@@ -274,7 +274,7 @@ class Engine:
         except Exception as exc:
             LOG.warning("Could not park %d deliveries in the journal (%s)", len(held), _cause(exc))
             return deliveries
-        self._parked_keys.add(_key(d) for d in held)
+        self._parked_keys.add(d.journal_key for d in held)
         self._held += len(held)
         now = time.monotonic()
         if now - self._held_logged >= HELD_LOG_INTERVAL:
@@ -306,7 +306,7 @@ class Engine:
     def _supersede_parked(self, deliveries: list[Delivery]) -> None:
         """Newer transitions supersede their keys' retries parked in the journal at
         once, as they do those waiting in memory (else, when due: ``resume``)."""
-        keys = {_key(d) for d in deliveries}
+        keys = {d.journal_key for d in deliveries}
         keys = {key for key in keys if self._parked_keys.maybe(key)}
         if not keys:
             return
@@ -645,7 +645,7 @@ class Engine:
         could not take them, they wait here after all."""
         exc = written.exception() if not written.cancelled() else asyncio.CancelledError()
         if exc is None:
-            self._parked_keys.add(_key(d) for d, _ in batch)
+            self._parked_keys.add(d.journal_key for d, _ in batch)
             self._count(0, -len(batch))
             return
         LOG.warning(
@@ -814,11 +814,6 @@ class Engine:
             except Exception:
                 LOG.exception("Closing notifier plugin %r failed", plugin)
         return self.scheduler.unfinished()
-
-
-def _key(delivery: Delivery) -> tuple[str, str | None]:
-    """A delivery's key in the journal (journal.ordering)."""
-    return (delivery.notification.alarm_id, delivery.action_key)
 
 
 def _now(the_journal: Journal | None) -> float:
