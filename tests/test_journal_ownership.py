@@ -272,3 +272,49 @@ def test_two_actions_differing_only_in_their_password_are_two_receivers(
         assert not [a for a in kept if "first" in a or "second" in a], "a credential stayed at rest"
     finally:
         reader.close()
+
+
+def test_a_host_cut_off_from_the_journal_sends_nothing_and_keeps_off_rows_taken_over(
+    start_notifier, topic, caster, webhook, pg_journal
+):
+    """Host A reaches PostgreSQL through a proxy the test cuts while A waits for a
+    retry. A asks the journal before the retry and, unable to, waits (fail
+    closed); its lease runs out and B takes the delivery over and delivers it.
+    When A can reach the journal again, it finds the row B's: it stops that
+    delivery with one line and writes nothing over B's row."""
+    from tests.tcpproxy import TcpProxy
+
+    with TcpProxy() as proxy:
+        lease = {"owner_lease": 5, "timeout": 1}
+        cut_off = start_notifier(
+            topic,
+            name="cutoff",
+            extra={"database": {"connection": proxy.url(pg_journal), **lease}},
+            alarm={"rest_notifier_max_retries": 5},
+        )
+        heir = start_notifier(
+            topic, name="heir", extra={"database": {"connection": pg_journal, **lease}}
+        )
+        url = webhook.url("retry-after/1")  # 503 + Retry-After: 1 to the first request only
+        caster(topic).cast(alarm([url], alarm_id="fenced"), server=cut_off.host)
+        assert webhook.wait_for(url)
+        proxy.cut()
+        assert cut_off.wait_for_log(r"Alarm fenced: could not ask the journal whether", 15)
+        assert heir.wait_for_log(rf"Took over 1 unfinished deliveries of {cut_off.host}/", 20)
+        requests = webhook.wait_for(url, 2, timeout=15)
+        assert (
+            len(requests) == 2 and len({r.headers["x-openstack-request-id"] for r in requests}) == 1
+        )
+        assert heir.wait_journaled("fenced", "delivered")
+        proxy.pass_through()
+        assert cut_off.wait_for_log(r"Alarm fenced: \S+ to \S+ now belongs to another process", 15)
+        time.sleep(2)  # its queued events are written (as history only) meanwhile
+        assert len(webhook.requests_for(url)) == 2, "the cut-off host sent a delivery it lost"
+        reader = journal.Journal(pg_journal, "tests/reader/0")
+        try:
+            (record,) = reader.find(alarm_id="fenced")
+            assert record.state == "delivered" and record.owner.startswith(f"{heir.host}/")
+        finally:
+            reader.close()
+        assert cut_off.proc.poll() is None
+        cut_off.stop()  # while its journal is reachable: its last events go in at once
