@@ -8,6 +8,7 @@ full pool for what it is: an outage, not a refused value.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -41,8 +42,11 @@ def make_engine(
     """An engine tuned for many small transactions from many threads.
 
     ``timeout`` bounds connecting, waiting for a pooled connection and each
-    statement on PostgreSQL, so that a dead database costs a thread an
-    error, not a hang.
+    statement on PostgreSQL, and (by TCP keepalives and a user timeout) how
+    long a connection whose packets go unanswered stays open: a database
+    that is down or cut off costs a thread an error, not a hang. A server
+    that acknowledges packets but never answers (frozen) is not caught here;
+    the service's deadlines on its journal queries and the lease are.
     """
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
@@ -66,8 +70,16 @@ def make_engine(
         if isinstance(options, tuple):
             options = " ".join(options)
         connect_args = {
-            "connect_timeout": max(1, int(timeout)),
+            "connect_timeout": max(1, math.ceil(timeout)),
             "options": f"{options} -c statement_timeout={int(timeout * 1000)}".strip(),
+            # A network that drops the database's packets closes the connection
+            # within about ``timeout``; the statement timeout only acts on a
+            # server that hears the statement.
+            "keepalives": 1,
+            "keepalives_idle": max(1, math.ceil(timeout)),
+            "keepalives_interval": max(1, math.ceil(timeout / 3)),
+            "keepalives_count": 3,
+            "tcp_user_timeout": int(timeout * 1000),
         }
     return sa.create_engine(
         url,
