@@ -324,3 +324,39 @@ def test_a_journaled_delivery_whose_plugin_is_gone_is_dropped_not_resumed_foreve
     assert rec.state == "dropped" and "unknown scheme 'gone'" in rec.error
     assert "Alarm orphan: action gone://somewhere dropped: unknown scheme" in caplog.text
     assert j.claim_open("test-host", "NEXT") == []
+
+
+def test_rows_journaled_before_action_keys_get_theirs_and_keep_their_order(db_url):
+    """Upgrading a journal with open rows: each gets the key of the action it
+    holds, so a newer transition after the upgrade still supersedes it."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", "ceilo_notifier:migrations")
+    engine = journal.make_engine(db_url)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0003")
+    action = "http://u:pw@127.0.0.1:1/x"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO deliveries (request_id, alarm_id, action, action_masked, scheme,"
+                " notification, state, attempts, owner, created_at, updated_at)"
+                " VALUES ('req-old', 'upgraded', :action, 'http://u:***@127.0.0.1:1/x', 'http',"
+                " '{}', 'retrying', 1, 'h/L/1', :now, :now)"
+            ),
+            {"action": action, "now": now},
+        )
+    engine.dispose()
+    journal.upgrade(db_url)
+    j = journal.Journal(db_url, "h/L2/1")
+    try:
+        (old,) = j.get(["req-old"])
+        assert old.action_key == j.action_key(action)
+        j.record_new([new_row(alarm_id="upgraded", action=action)])
+        assert j.newest([old])[old.key] > old.created_at
+    finally:
+        j.close()

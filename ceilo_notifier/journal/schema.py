@@ -33,7 +33,7 @@ deliveries = sa.Table(
     sa.Column("action", sa.Text, nullable=False),
     sa.Column("action_masked", sa.Text, nullable=False),
     # What orders and supersedes deliveries across processes (ordering.action_key).
-    sa.Column("action_key", sa.String(64), nullable=False),
+    sa.Column("action_key", sa.String(64), nullable=False, server_default=""),
     sa.Column("scheme", sa.String(SCHEME_LENGTH)),
     sa.Column("notification", sa.Text, nullable=False),
     sa.Column("state", sa.String(16), nullable=False, index=True),

@@ -7,6 +7,10 @@ Create Date: 2026-12-06
 Rows journaled before keep their (alarm, action) order: each gets the hash of
 the action its row holds (the masked one once settled, which only settled
 rows have, and settled rows never wait for anything).
+
+The column defaults to an empty key, so that a host still running the
+previous release during a rolling upgrade can journal (its rows then order
+among themselves by alarm only) instead of having every row refused.
 """
 
 import hashlib
@@ -60,7 +64,12 @@ def upgrade() -> None:
         )
         last = rows[-1][0]
     with op.batch_alter_table("deliveries") as batch:
-        batch.alter_column("action_key", existing_type=sa.String(64), nullable=False)
+        batch.alter_column(
+            "action_key",
+            existing_type=sa.String(64),
+            nullable=False,
+            server_default="",
+        )
     op.create_index("ix_deliveries_alarm_key", "deliveries", ["alarm_id", "action_key"])
 
 
