@@ -47,6 +47,7 @@ from ceilo_notifier import (
     events,
     intake,
     limits,
+    masking,
     notifiers,
     pools,
     retry,
@@ -141,9 +142,13 @@ class Engine:
         sinks: Iterable[announce.Sink] = (),
         plugins: dict[str, notifiers.AlarmNotifier] | None = None,
         journal: Journal | None = None,
+        ordering: Journal | None = None,
     ) -> None:
         self.conf = conf
         self.journal = journal
+        # Whose turn it is across processes: this engine's journal, or (for a
+        # replay, which journals through its own writer) the one given.
+        self.ordering = ordering or journal
         self.plugins = load_plugins(conf) if plugins is None else plugins
         self.announcer = announce.Announcer([announce.log_event, *sinks], self._released)
         self.checker = intake.ActionChecker(conf, self.plugins, self.announcer.announce)
@@ -562,7 +567,7 @@ class Engine:
         """Whether the journal must say whose turn it is before this attempt: before
         every retry, and before every attempt while another process may hold rows
         of the same key or may have taken this one's (its lease is not fresh)."""
-        if self.journal is None or delivery.accepted is None:
+        if self.ordering is None or delivery.accepted is None:
             return False
         return bool(
             delivery.attempt
@@ -693,13 +698,15 @@ class Engine:
         """
         waited = self._turn_waited.get(delivery.request_id, 0.0)
         try:
-            turn = await self.journal_pool.run(self.journal.turn, delivery.request_id)
+            turn = await self.journal_pool.run(
+                self.ordering.turn, delivery.request_id, delivery.attempt + 1
+            )
         except Exception as exc:
             if not waited:
                 LOG.warning(
                     "Alarm %s: could not ask the journal whether %s may go (%s); "
                     "it waits until the journal answers",
-                    delivery.key[0],
+                    masking.escape_control(delivery.key[0]),
                     delivery.request_id,
                     _cause(exc),
                 )
@@ -712,7 +719,7 @@ class Engine:
             LOG.warning(
                 "Alarm %s: %s has waited %.0f s for an older transition to %s still in "
                 "flight in another process, or for the journal",
-                delivery.key[0],
+                masking.escape_control(delivery.key[0]),
                 delivery.request_id,
                 TURN_WAIT_LOG,
                 delivery.masked_action,
@@ -724,7 +731,7 @@ class Engine:
         cut off): stop it here, without an outcome, which is the owner's to write."""
         LOG.warning(
             "Alarm %s: %s to %s now belongs to another process (taken over); stopped here",
-            delivery.key[0],
+            masking.escape_control(delivery.key[0]),
             delivery.request_id,
             delivery.masked_action,
         )

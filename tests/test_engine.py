@@ -161,7 +161,7 @@ class _StalledJournal:
         now = datetime.datetime.now(datetime.timezone.utc)
         return [(now, f"key-{i}") for i in range(len(rows))]
 
-    def turn(self, request_id):
+    def turn(self, request_id, attempt=1):
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)

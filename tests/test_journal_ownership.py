@@ -23,7 +23,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from ceilo_notifier import journal, takeover
+from ceilo_notifier import events, journal, takeover
 from tests import helpers
 from tests.conftest import empty_journal
 from tests.helpers import alarm
@@ -318,3 +318,44 @@ def test_a_host_cut_off_from_the_journal_sends_nothing_and_keeps_off_rows_taken_
             reader.close()
         assert cut_off.proc.poll() is None
         cut_off.stop()  # while its journal is reachable: its last events go in at once
+
+
+def _event(row: dict, outcome: str, attempt: int) -> events.DeliveryEvent:
+    return events.DeliveryEvent(
+        alarm_id=row["alarm_id"],
+        action=row["action_masked"],
+        scheme="http",
+        outcome=outcome,
+        attempt=attempt,
+        request_id=row["request_id"],
+        next_attempt_in=1.0 if outcome == events.RETRYING else None,
+    )
+
+
+def test_an_older_transition_waiting_is_superseded_and_one_in_flight_is_waited_for(db_url):
+    """Host A's older delivery waits for its retry: host B's newer one supersedes it
+    at once, and A's own turn then says so. Once A's retry is in flight, a late
+    event of its previous attempt cannot make it look waiting again."""
+    _fresh(db_url)
+    a, b = journal.Journal(db_url, "a/L/1"), journal.Journal(db_url, "b/L/1")
+    try:
+        action = "http://u:pw@127.0.0.1:1/x"
+        waiting, in_flight = new_row("waits", action), new_row("flies", action)
+        a.record_new([waiting, in_flight])
+        a.record_events(
+            [_event(waiting, events.RETRYING, 1), _event(in_flight, events.RETRYING, 1)]
+        )
+        assert a.turn(in_flight["request_id"], attempt=2) == journal.GO
+        a.record_events([_event(in_flight, events.RETRYING, 1)])  # attempt 1's, written late
+        newer_waiting, newer_flying = new_row("waits", action), new_row("flies", action)
+        b.record_new([newer_waiting, newer_flying])
+        assert b.turn(newer_waiting["request_id"]) == journal.GO
+        assert a.turn(waiting["request_id"], attempt=2) == journal.SUPERSEDED
+        (superseded,) = a.get([waiting["request_id"]])
+        assert superseded.state == events.SUPERSEDED and "pw" not in superseded.action
+        assert b.turn(newer_flying["request_id"]) == journal.WAIT
+        a.record_events([_event(in_flight, events.DELIVERED, 2)])
+        assert b.turn(newer_flying["request_id"]) == journal.GO
+    finally:
+        a.close()
+        b.close()

@@ -170,7 +170,15 @@ def _replay(
                 flush=True,
             )
 
-    the_engine = engine.Engine(conf, sinks=[dispatchers.fan_out([backend]), progress], journal=None)
+    # It journals through its own writer, and asks the journal before every
+    # attempt whose turn it is: services share the journal with it.
+    the_engine = engine.Engine(
+        conf,
+        sinks=[dispatchers.fan_out([backend]), progress],
+        journal=None,
+        ordering=the_journal,
+    )
+    the_engine.journal_shared = True
     try:
         # An operator's replay is not aged out, but a newer transition of the
         # alarm to the same action still supersedes it.

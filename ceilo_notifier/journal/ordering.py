@@ -90,8 +90,11 @@ class Ordering:
             secret or self.secret(), text.encode("utf-8", "surrogatepass"), hashlib.sha256
         ).hexdigest()
 
-    def turn(self, request_id: str) -> str:
-        """Whether this process's delivery may be attempted now (see the module)."""
+    def turn(self, request_id: str, attempt: int = 1) -> str:
+        """Whether this process's delivery may now make its ``attempt``-th attempt
+        (see the module). On ``go`` the row records that attempt as in flight: an
+        event of an earlier attempt, written late, can no longer make it look
+        waiting (``writing``)."""
         d = deliveries.c
         with self.engine.begin() as conn:
             this = conn.execute(
@@ -137,12 +140,29 @@ class Ordering:
             if blocked:
                 return WAIT
             if this.state != PENDING or this.parked_until is not None:
-                conn.execute(
+                # Conditional on the row as read: if another process superseded
+                # it meanwhile, this one lost the race.
+                marked = conn.execute(
                     sa.update(deliveries)
                     .where(d.request_id == request_id)
                     .where(d.owner == self.owner)
-                    .values(state=PENDING, parked_until=None, updated_at=self.clock.now())
-                )
+                    .where(d.state == this.state)
+                    .where(
+                        d.parked_until.is_(None)
+                        if this.parked_until is None
+                        else d.parked_until.is_not(None)
+                    )
+                    .values(
+                        state=PENDING,
+                        parked_until=None,
+                        attempts=sa.func.greatest(d.attempts, attempt)
+                        if conn.dialect.name != "sqlite"
+                        else sa.func.max(d.attempts, attempt),
+                        updated_at=self.clock.now(),
+                    )
+                ).rowcount
+                if not marked:
+                    return SUPERSEDED
         return GO
 
     def _supersede_waiting(self, conn: sa.Connection, row) -> bool:

@@ -2,9 +2,11 @@
 in the course of delivering it.
 
 Every update of a row is fenced: it applies only while the row is still this
-process's (``owner``) and still open. A process that was cut off from the
-database while another took its deliveries over (``ownership``), or whose
-waiting retry another process superseded (``ordering``), cannot write over
+process's (``owner``), still open, and not at a later attempt than the
+event's (a late event cannot make an attempt in flight look waiting). A
+process that was cut off from the database while another took its
+deliveries over (``ownership``), or whose waiting retry another process
+superseded (``ordering``), cannot write over
 them when it comes back; its event is kept in the history, and the engine
 learns at its next turn that the delivery is no longer its own.
 """
@@ -38,6 +40,8 @@ _UPDATE_FROM_EVENT = (
     .where(deliveries.c.owner == sa.bindparam("me"))
     # Spelt out, not IN: executemany takes no expanding parameters.
     .where(sa.or_(*(deliveries.c.state == state for state in OPEN_STATES)))
+    # Not an event of an earlier attempt than the one in flight (``ordering``).
+    .where(deliveries.c.attempts <= sa.bindparam("attempt_no"))
     .values(
         state=sa.bindparam("state"),
         attempts=sa.bindparam("attempts"),
@@ -189,6 +193,7 @@ class Writer:
                 "state": e.outcome,
                 "settled": e.outcome in SETTLED_STATES,
                 "attempts": e.attempt,
+                "attempt_no": e.attempt,
                 "status_code": e.status_code,
                 "error": e.error,
                 "updated_at": e.timestamp + skew,
