@@ -70,7 +70,9 @@ class NotifierService(base.ServiceBase):
                 LOG.warning("Journal heartbeat failed (%s); trying again", exc)
             self.lease.start()
             self.engine.lease = self.lease
-            resumed = self.engine.resume(the_journal.claim_open(self.conf.host, self.launch))
+            resumed = self.engine.resume(
+                the_journal.claim_open(self.conf.host, self.launch, self.conf.database.owner_lease)
+            )
             if resumed:
                 LOG.info("Resumed %d unfinished deliveries from the journal", len(resumed))
             self.takeover = takeover.Takeover(self.conf, the_journal, self.engine)

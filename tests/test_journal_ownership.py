@@ -359,3 +359,29 @@ def test_an_older_transition_waiting_is_superseded_and_one_in_flight_is_waited_f
     finally:
         a.close()
         b.close()
+
+
+def test_a_new_start_leaves_a_running_process_of_its_host_its_rows_while_its_lease_holds(db_url):
+    """A replay, or an earlier launch still in its shutdown grace, runs on this
+    machine under the same host name: a new start does not take its rows while
+    its lease is fresh; once its lease ran out (or its process is gone), it does."""
+    _fresh(db_url)
+    running = f"host-a/manage/{os.getppid()}"  # a process that runs
+    row = new_row("kept")
+    _journal_for(db_url, running, [row])
+    j = journal.Journal(db_url, running)
+    j.heartbeat("host-a")
+    j.close()
+    starting = journal.Journal(db_url, f"host-a/NEW/{os.getpid()}")
+    try:
+        assert starting.claim_open("host-a", "NEW", lease=30) == []
+        with starting.engine.begin() as conn:
+            conn.execute(
+                journal.instances.update()
+                .where(journal.instances.c.owner == running)
+                .values(heartbeat_at=journal.utcnow() - datetime.timedelta(seconds=60))
+            )
+        claimed = starting.claim_open("host-a", "NEW", lease=30)
+        assert [r.request_id for r in claimed] == [row["request_id"]]
+    finally:
+        starting.close()

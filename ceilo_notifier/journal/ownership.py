@@ -7,7 +7,8 @@ conditional on the row's current owner, so that of several claimants
 exactly one wins:
 
 * a later start of the same host claims what earlier launches left open
-  (``claim_open``), at once: they are over;
+  (``claim_open``), at once if their process is gone from this machine,
+  else once its lease ran out;
 * any live process claims the open rows of an owner whose lease ran out
   (``silent_owners``, ``take_over``): it has not heartbeaten for
   ``owner_lease`` seconds of the database's clock (``clock``), which no
@@ -127,35 +128,55 @@ class Ownership:
                 ).rowcount
         return given
 
-    def claim_open(self, host: str, launch: str) -> list[Record]:
+    def claim_open(self, host: str, launch: str, lease: float | None = None) -> list[Record]:
         """Take over this host's unfinished deliveries left by an earlier launch,
         or by a worker of this launch that died (the parent started this one
         in its place).
 
-        Rows of live sibling workers are left alone. Each row is claimed with
-        a conditional update, so of several workers starting together exactly
-        one resumes it.
+        A process of this machine that still runs keeps its rows: a live
+        sibling worker always, any other (an earlier launch within its
+        shutdown grace, a ``replay``) while its lease is fresh (``lease``
+        seconds). Each row is claimed with a conditional update, so of
+        several workers starting together exactly one resumes it.
         """
-
-        def orphaned(owner: str) -> bool:
-            if not owner.startswith(f"{launch_prefix}"):
-                return True
-            pid = owner.rsplit("/", 1)[1]
-            return pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
-
         launch_prefix = f"{host}/{launch}/"
         with self.engine.connect() as conn:
-            candidates = [
+            rows = [
                 row
                 for row in conn.execute(
                     sa.select(deliveries)
                     .where(deliveries.c.state.in_(OPEN_STATES))
                     .where(deliveries.c.owner.startswith(f"{host}/", autoescape=True))
+                    .where(deliveries.c.owner != self.owner)
                     .order_by(deliveries.c.created_at)
                 )
-                if row.owner.startswith(f"{host}/") and orphaned(row.owner)
+                if row.owner.startswith(f"{host}/")
             ]
-        return self._claim_rows(candidates)
+            owners = {row.owner for row in rows}
+            beats = (
+                dict(
+                    conn.execute(
+                        sa.select(instances.c.owner, instances.c.heartbeat_at).where(
+                            instances.c.owner.in_(sorted(owners))
+                        )
+                    ).all()
+                )
+                if owners and lease is not None
+                else {}
+            )
+        cutoff = None if lease is None else self.clock.now() - datetime.timedelta(seconds=lease)
+
+        def orphaned(owner: str) -> bool:
+            pid = owner.rsplit("/", 1)[1]
+            if owner.startswith(launch_prefix):  # a sibling worker: while it runs, its own
+                return pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+            if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+                return True
+            beat = aware(beats.get(owner))
+            return cutoff is None or beat is None or beat < cutoff
+
+        orphans = {owner for owner in owners if orphaned(owner)}
+        return self._claim_rows(row for row in rows if row.owner in orphans)
 
     def _claim_rows(self, rows: Iterable[sa.Row]) -> list[Record]:
         """Make rows this owner's, each by a conditional update: one claimant wins each."""
