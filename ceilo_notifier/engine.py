@@ -319,7 +319,7 @@ class Engine:
             parked = self.journal.parked_of(alarm_id for alarm_id, _ in keys)
             stale = [r for r in parked if r.key in keys]
             if stale:
-                self.resume(self._unpark(stale), unparked=True)
+                self._resume_parked(stale)
         except Exception as exc:
             LOG.warning("Could not look for retries parked in the journal (%s)", _cause(exc))
 
@@ -421,6 +421,7 @@ class Engine:
         the_journal: Journal | None = None,
         ageing: bool = True,
         unparked: bool = False,
+        newest: dict | None = None,
     ) -> list[Delivery]:
         """Continue deliveries that were journaled but not finished, unless stale.
 
@@ -431,15 +432,18 @@ class Engine:
         ``PARK_AFTER`` seconds stays (or is put) there, parked, until it is
         due; a parked one taken into memory is first taken from the journal's
         parked rows (``unparked``: by the caller already), so that exactly
-        one reader resumes it.
+        one reader resumes it. ``newest``: the journal's newest transitions of
+        the records' keys, when the caller asked already.
         """
         records = list(records)
         the_journal = the_journal or self.journal
         parked: set[str] = set()
         own = the_journal is not None and the_journal is self.journal
+        # Asked before any row is taken from the parked ones (see _resume_parked).
+        if newest is None:
+            newest = the_journal.newest(records) if the_journal is not None and records else {}
         if own and not unparked:
             records, parked = self._settle_parked(records)
-        newest = the_journal.newest(records) if the_journal is not None and records else {}
         max_age = self.conf.alarm.rest_notifier_retry_max_age
         resumed = []
         to_submit: list[tuple[Delivery, float]] = []
@@ -682,8 +686,15 @@ class Engine:
         records = self.journal.parked_due(until, room)
         if not records:
             return False
-        self.resume(self._unpark(records), unparked=True)
+        self._resume_parked(records)
         return len(records) == room
+
+    def _resume_parked(self, records: list[Record]) -> None:
+        """Take parked records into memory and resume them. What resuming asks the
+        journal is asked before they are taken: a query failing after would leave
+        them neither parked nor in memory, with a live owner, until its restart."""
+        newest = self.journal.newest(records)
+        self.resume(self._unpark(records), unparked=True, newest=newest)
 
     async def _turn(self, delivery: Delivery) -> str:
         """Ask the journal whether this delivery may go now (journal.ordering):

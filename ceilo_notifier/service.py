@@ -62,7 +62,11 @@ class NotifierService(base.ServiceBase):
             # The lease first: this process is live in the journal before it
             # owns anything, and stays so whatever resuming waits for.
             self.lease = journal.Lease(
-                the_journal, self.conf.host, self.conf.database.owner_lease, self.engine.owners
+                the_journal,
+                self.conf.host,
+                self.conf.database.owner_lease,
+                self.engine.owners,
+                margin=max(self.conf.alarm.rest_notifier_timeout, self.conf.alarm.plugin_timeout),
             )
             try:
                 self.lease.beat()

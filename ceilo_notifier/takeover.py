@@ -36,6 +36,7 @@ class Takeover(pools.Periodic):
 
     def tick(self) -> None:
         try:
+            self.journal.key_unkeyed()
             self.adopt()
         except Exception as exc:
             LOG.warning("Looking for silent owners in the journal failed (%s)", exc)

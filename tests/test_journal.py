@@ -350,6 +350,20 @@ def test_rows_journaled_before_action_keys_get_theirs_and_keep_their_order(db_ur
             ),
             {"action": action, "now": now},
         )
+        # A retry the previous release left open, older than a delivered transition.
+        for rid, state, action_value, at in (
+            ("req-stale", "retrying", action, now - datetime.timedelta(seconds=5)),
+            ("req-done", "delivered", "http://u:***@127.0.0.1:1/x", now),
+        ):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO deliveries (request_id, alarm_id, action, action_masked,"
+                    " scheme, notification, state, attempts, owner, created_at, updated_at)"
+                    " VALUES (:rid, 'stale', :action, 'http://u:***@127.0.0.1:1/x', 'http',"
+                    " '{}', :state, 1, 'h/L/1', :at, :at)"
+                ),
+                {"rid": rid, "action": action_value, "state": state, "at": at},
+            )
     engine.dispose()
     journal.upgrade(db_url)
     j = journal.Journal(db_url, "h/L2/1")
@@ -358,5 +372,23 @@ def test_rows_journaled_before_action_keys_get_theirs_and_keep_their_order(db_ur
         assert old.action_key == j.action_key(action)
         j.record_new([new_row(alarm_id="upgraded", action=action)])
         assert j.newest([old])[old.key] > old.created_at
+        (stale,) = j.get(["req-stale"])
+        assert stale.state == "superseded" and "pw" not in stale.action
+        # A row a host of the previous release journals after the upgrade has no
+        # key: whoever claims it keys it before ordering it.
+        with j.engine.begin() as conn:
+            conn.execute(
+                journal.deliveries.insert().values(
+                    **{**new_row(alarm_id="unkeyed", action=action), "notification": "{}"},
+                    state="pending",
+                    attempts=0,
+                    owner="old-release/L/1",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        (claimed,) = j.take_over("old-release/L/1")
+        assert claimed.action_key == j.action_key(action)
+        assert j.get([claimed.request_id])[0].action_key == claimed.action_key
     finally:
         j.close()

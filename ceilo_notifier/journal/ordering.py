@@ -90,6 +90,26 @@ class Ordering:
             secret or self.secret(), text.encode("utf-8", "surrogatepass"), hashlib.sha256
         ).hexdigest()
 
+    def key_unkeyed(self, limit: int = 500) -> int:
+        """Give their key to open rows journaled by a host of the previous release
+        (during a rolling upgrade); how many were keyed."""
+        secret = self.secret()
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(deliveries.c.request_id, deliveries.c.action)
+                .where(deliveries.c.action_key == "")
+                .where(deliveries.c.state.in_(OPEN_STATES))
+                .limit(limit)
+            ).all()
+            for rid, action in rows:
+                conn.execute(
+                    sa.update(deliveries)
+                    .where(deliveries.c.request_id == rid)
+                    .where(deliveries.c.action_key == "")
+                    .values(action_key=self.action_key(action, secret=secret))
+                )
+        return len(rows)
+
     def turn(self, request_id: str, attempt: int = 1) -> str:
         """Whether this process's delivery may now make its ``attempt``-th attempt
         (see the module). On ``go`` the row records that attempt as in flight: an

@@ -25,6 +25,7 @@ work can let a live process's lease run out.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import time
@@ -65,6 +66,11 @@ class Ownership:
                 conn.execute(
                     instances.insert().values(owner=self.owner, host=host, heartbeat_at=now)
                 )
+
+    def leave(self) -> None:
+        """Remove this owner's heartbeat (it stops)."""
+        with self.engine.begin() as conn:
+            conn.execute(instances.delete().where(instances.c.owner == self.owner))
 
     def live_owners(self, lease: float) -> int:
         """How many processes heartbeat in this journal (this one included)."""
@@ -179,19 +185,24 @@ class Ownership:
         return self._claim_rows(row for row in rows if row.owner in orphans)
 
     def _claim_rows(self, rows: Iterable[sa.Row]) -> list[Record]:
-        """Make rows this owner's, each by a conditional update: one claimant wins each."""
+        """Make rows this owner's, each by a conditional update: one claimant wins each.
+
+        A row journaled by the previous release (no key yet) gets its key here,
+        from the action it still holds (it is open), before anything orders it.
+        """
         claimed = []
         for row in rows:
+            key = row.action_key or self.action_key(row.action)
             with self.engine.begin() as conn:
                 done = conn.execute(
                     deliveries.update()
                     .where(deliveries.c.request_id == row.request_id)
                     .where(deliveries.c.owner == row.owner)
                     .where(deliveries.c.state.in_(OPEN_STATES))
-                    .values(owner=self.owner)
+                    .values(owner=self.owner, action_key=key)
                 ).rowcount
             if done:
-                claimed.append(Record.from_row(row))
+                claimed.append(dataclasses.replace(Record.from_row(row), action_key=key))
         return claimed
 
     def claim(self, request_ids: Sequence[str], states: Sequence[str]) -> list[Record]:
@@ -236,18 +247,22 @@ class Lease(pools.Periodic):
         host: str,
         lease: float,
         on_beat: Callable[[int], None] = lambda _live: None,
+        margin: float = 0.0,
     ) -> None:
         super().__init__("journal-lease", lease / 4)
         self.journal = journal
         self.host = host
         self.lease = lease
+        # Fresh for half the lease, less the longest attempt: one started while
+        # fresh ends before anyone can take its row over.
+        self.fresh_for = lease / 2 - margin
         self.on_beat = on_beat
         self._last = float("-inf")
         self._failing = False
 
     @property
     def fresh(self) -> bool:
-        return time.monotonic() - self._last < self.lease / 2
+        return time.monotonic() - self._last < self.fresh_for
 
     def beat(self) -> None:
         """One heartbeat now (raises when the journal cannot take it)."""
@@ -255,6 +270,15 @@ class Lease(pools.Periodic):
         self.journal.heartbeat(self.host)
         self._last = started
         self.on_beat(self.journal.live_owners(self.lease))
+
+    def stop(self) -> None:
+        """Stop heartbeating and leave the journal: what this owner left open is
+        then anyone's to take over at once, not after the lease."""
+        super().stop()
+        try:
+            self.journal.leave()
+        except Exception as exc:
+            LOG.warning("Could not remove this process's lease from the journal (%s)", exc)
 
     def tick(self) -> None:
         try:

@@ -30,6 +30,46 @@ def _key(secret: bytes, action: str) -> str:
     return hmac.new(secret, action.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
+def _supersede_stale_open_rows(conn) -> None:
+    """An open row with a newer transition of its alarm to the same (masked) action
+    was stale under the previous release's rule, which resuming applied; under
+    the new key a settled newer row (masked) would no longer match the open one
+    (raw), so the rule is applied once here."""
+    d = sa.table(
+        "deliveries",
+        sa.column("request_id", sa.String),
+        sa.column("alarm_id", sa.String),
+        sa.column("action", sa.Text),
+        sa.column("action_masked", sa.Text),
+        sa.column("state", sa.String),
+        sa.column("error", sa.Text),
+        sa.column("created_at", sa.DateTime),
+    )
+    newer = d.alias("newer")
+    stale = (
+        sa.select(d.c.request_id)
+        .where(d.c.state.in_(("pending", "retrying")))
+        .where(
+            sa.exists()
+            .where(newer.c.alarm_id == d.c.alarm_id)
+            .where(newer.c.action_masked == d.c.action_masked)
+            .where(newer.c.created_at > d.c.created_at)
+            .where(newer.c.state != "dropped")
+        )
+    )
+    ids = [rid for (rid,) in conn.execute(stale)]
+    for start in range(0, len(ids), 500):
+        conn.execute(
+            d.update()
+            .where(d.c.request_id.in_(ids[start : start + 500]))
+            .values(
+                state="superseded",
+                action=d.c.action_masked,
+                error="superseded by a newer transition (found when the journal was upgraded)",
+            )
+        )
+
+
 def upgrade() -> None:
     keys = op.create_table(
         "journal_keys",
@@ -63,6 +103,7 @@ def upgrade() -> None:
             [{"rid": rid, "key": _key(secret, action)} for rid, action in rows],
         )
         last = rows[-1][0]
+    _supersede_stale_open_rows(conn)
     with op.batch_alter_table("deliveries") as batch:
         batch.alter_column(
             "action_key",
