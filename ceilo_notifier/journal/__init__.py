@@ -21,9 +21,12 @@ stops that delivery. The single exception is supersession: any process may
 supersede an older row of the same key *that is waiting* (not in flight), by
 an update conditional on it still waiting, and its owner respects that.
 
-**Which clock counts** (``clock``). The database's. Heartbeats, leases,
-``created_at`` (the order of transitions) and due times are written in it,
-so no host's skew can make a live host look dead or reorder transitions.
+**Which clock counts** (``clock``). The database server's. Heartbeats are
+written and leases judged with the server's time read in the same
+connection, so no host's skew or clock step makes a live host look dead.
+``created_at`` (the order of transitions) and due times use the local clock
+corrected by the offset measured at each heartbeat, so a constant skew
+cannot reorder transitions (a local clock step can, until the next beat).
 
 **What is one action** (``ordering``). ``(alarm_id, action_key)``: a keyed
 hash of the action as written, which tells apart what the receiver tells

@@ -11,8 +11,8 @@ exactly one wins:
   else once its lease ran out;
 * any live process claims the open rows of an owner whose lease ran out
   (``silent_owners``, ``take_over``): it has not heartbeaten for
-  ``owner_lease`` seconds of the database's clock (``clock``), which no
-  host's own clock can fake or skew;
+  ``owner_lease`` seconds of the database server's clock (``clock``), read
+  in the same connection, which no host's own clock can skew or step;
 * ``ceilo-notifier-manage replay`` claims failed rows to deliver them
   again (``claim``), and holds a lease while it does, like any owner.
 
@@ -57,8 +57,7 @@ class Ownership:
     def heartbeat(self, host: str) -> None:
         """Say that this owner (a process of ``host``) is alive, in the database's time."""
         with self.engine.begin() as conn:
-            self.clock.measure(conn)
-            now = self.clock.now()
+            now = self.clock.server_now(conn)
             done = conn.execute(
                 instances.update().where(instances.c.owner == self.owner).values(heartbeat_at=now)
             ).rowcount
@@ -74,8 +73,8 @@ class Ownership:
 
     def live_owners(self, lease: float) -> int:
         """How many processes heartbeat in this journal (this one included)."""
-        cutoff = self.clock.now() - datetime.timedelta(seconds=lease)
         with self.engine.connect() as conn:
+            cutoff = self.clock.server_now(conn) - datetime.timedelta(seconds=lease)
             return conn.execute(
                 sa.select(sa.func.count()).where(instances.c.heartbeat_at >= cutoff)
             ).scalar_one()
@@ -83,8 +82,8 @@ class Ownership:
     def silent_owners(self, lease: float) -> dict[str, datetime.datetime | None]:
         """Owners other than this one with open deliveries and no heartbeat for ``lease`` s,
         with when each was last heard of."""
-        cutoff = self.clock.now() - datetime.timedelta(seconds=lease)
         with self.engine.connect() as conn:
+            cutoff = self.clock.server_now(conn) - datetime.timedelta(seconds=lease)
             owners = conn.execute(
                 sa.select(deliveries.c.owner, sa.func.max(deliveries.c.updated_at))
                 .where(deliveries.c.state.in_(OPEN_STATES))
@@ -170,7 +169,11 @@ class Ownership:
                 if owners and lease is not None
                 else {}
             )
-        cutoff = None if lease is None else self.clock.now() - datetime.timedelta(seconds=lease)
+            cutoff = (
+                None
+                if lease is None
+                else self.clock.server_now(conn) - datetime.timedelta(seconds=lease)
+            )
 
         def orphaned(owner: str) -> bool:
             pid = owner.rsplit("/", 1)[1]
