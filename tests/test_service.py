@@ -202,6 +202,9 @@ def test_basic_auth_is_sent_and_the_password_never_logged_even_at_debug(
 def test_a_hung_webhook_delays_only_itself(start_notifier, topic, caster, webhook):
     start_notifier(
         topic,
+        # The hung delivery is still running when the test ends: the service
+        # gives it 1 s, not 5, when it is stopped afterwards.
+        default={"shutdown_grace_period": 1},
         alarm={
             "rest_notifier_timeout": 5,
             "rest_notifier_max_retries": 0,
