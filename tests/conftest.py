@@ -6,6 +6,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import threading
 import uuid
 
 import pytest
@@ -46,8 +47,28 @@ def topic():
     return f"alarm_notifier_{uuid.uuid4().hex[:10]}"
 
 
+def _install_zaqar_beside(request) -> threading.Thread | None:
+    """When the run has Zaqar tests, make Zaqar's virtualenv while Keystone's is made
+    (each install is mostly waiting on the network). A failure is left for the
+    ``zaqar`` fixture, which tries again and skips with the reason."""
+    if not any("zaqar" in item.fixturenames for item in request.session.items):
+        return None
+
+    def install():
+        from tests import zaqar as zq
+
+        try:
+            zq.zaqar_venv()
+        except Exception:
+            pass
+
+    thread = threading.Thread(target=install, name="zaqar-install", daemon=True)
+    thread.start()
+    return thread
+
+
 @pytest.fixture(scope="session")
-def real_keystone(tmp_path_factory):
+def real_keystone(request, tmp_path_factory):
     """The real Keystone (installed once into a virtualenv of its own), for this run.
 
     Installing it the first time takes a minute or two: tests that use it
@@ -57,10 +78,14 @@ def real_keystone(tmp_path_factory):
 
     if os.environ.get("CEILO_TEST_KEYSTONE", "auto") == "fake":
         pytest.skip("real Keystone not wanted (CEILO_TEST_KEYSTONE=fake)")
+    zaqar_install = _install_zaqar_beside(request)
     try:
         server = ks.RealKeystone(tmp_path_factory.mktemp("keystone"))
     except ks.Unavailable as exc:
         pytest.skip(f"real Keystone cannot be installed or run here: {exc}")
+    finally:
+        if zaqar_install is not None:  # no test runs beside an install
+            zaqar_install.join()
     yield server
     server.close()
 

@@ -1,4 +1,4 @@
-"""Broker restarts, on a RabbitMQ node of this test's own (the shared one is never touched)."""
+"""Broker restarts, on a RabbitMQ node of these tests' own (the shared one is never touched)."""
 
 from __future__ import annotations
 
@@ -17,16 +17,25 @@ pytestmark = pytest.mark.skipif(
 QUORUM = {"rabbit_quorum_queue": True, "rabbit_transient_quorum_queue": True}
 
 
-@pytest.fixture
-def own_node(tmp_path):
+@pytest.fixture(scope="module")
+def _module_node(tmp_path_factory):
+    """One node for the module (starting one takes seconds): each test has a vhost
+    of its own on it and restarts it itself."""
     from bench.rabbit import OwnNode
 
-    node = OwnNode(tmp_path)
+    node = OwnNode(tmp_path_factory.mktemp("rabbit-node"))
     try:
         node.start()
         yield node
     finally:
         node.__exit__(None, None, None)
+
+
+@pytest.fixture
+def own_node(_module_node):
+    if not _module_node.running:  # a test before this one failed in its restart
+        _module_node.start()
+    return _module_node
 
 
 @pytest.mark.parametrize("queues", ["default", "quorum"])

@@ -212,13 +212,17 @@ def test_spellings_of_one_address_share_its_slots(run):
 ODD = ["odd-reason", "odd-dict", "odd-exit", "odd-interrupt", "odd-base", "odd-str", "odd-block"]
 
 
-def install_odd_plugins(tmp_path) -> dict[str, str]:
-    return install_package(ROOT / "tests" / "plugins" / "ceilo-notifier-odd", tmp_path)
+@pytest.fixture(scope="module")
+def odd_plugins_env(tmp_path_factory) -> dict[str, str]:
+    """The odd plugins, pip-installed once for the tests of this module (a build
+    takes seconds); each test's service records its calls in a file of its own."""
+    site = tmp_path_factory.mktemp("odd-plugins")
+    return install_package(ROOT / "tests" / "plugins" / "ceilo-notifier-odd", site)
 
 
 @pytest.mark.parametrize("scheme", ODD)
 def test_a_plugin_that_fails_oddly_fails_only_its_own_deliveries(
-    tmp_path, start_notifier, topic, caster, webhook, scheme
+    tmp_path, start_notifier, topic, caster, webhook, odd_plugins_env, scheme
 ):
     calls = tmp_path / "calls.txt"
     metrics_port = free_port()
@@ -229,7 +233,7 @@ def test_a_plugin_that_fails_oddly_fails_only_its_own_deliveries(
         default={"shutdown_grace_period": grace},
         extra={"metrics": {"port": metrics_port}},
         env={
-            **install_odd_plugins(tmp_path),
+            **odd_plugins_env,
             "CEILO_ODD_CALLS": str(calls),
             "CEILO_ODD_BLOCK": "3",
         },

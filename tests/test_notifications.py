@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import threading
 import uuid
@@ -88,8 +89,10 @@ def collect(rabbit_url):
         return c
 
     yield make
-    for c in made:
-        c.close()
+    # A listener takes about a second to stop: several stop side by side.
+    with concurrent.futures.ThreadPoolExecutor(max(len(made), 1)) as pool:
+        for closed in [pool.submit(c.close) for c in made]:
+            closed.result()
 
 
 def strip_volatile(primitive):

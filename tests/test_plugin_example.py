@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
+
+import pytest
 
 from tests.helpers import ROOT, complete_lines, install_package, wait_until
 
 EXAMPLES = ROOT / "examples"
 
 
-def install(example: str, tmp_path) -> dict[str, str]:
-    """pip-install an example package of its own; the environment that sees it."""
-    return install_package(EXAMPLES / example, tmp_path)
+EXAMPLE_PACKAGES = ("ceilo-notifier-file", "ceilo-notifier-jsonlines")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> dict[str, dict[str, str]]:
+    """Each example pip-installed into a directory of its own, both builds side by
+    side (each takes seconds); per example, the environment that sees it alone."""
+    with concurrent.futures.ThreadPoolExecutor(len(EXAMPLE_PACKAGES)) as pool:
+        envs = {
+            example: pool.submit(
+                install_package, EXAMPLES / example, tmp_path_factory.mktemp(example)
+            )
+            for example in EXAMPLE_PACKAGES
+        }
+        return {example: env.result() for example, env in envs.items()}
 
 
 def written_records(path) -> list[dict]:
@@ -20,9 +35,9 @@ def written_records(path) -> list[dict]:
 
 
 def test_third_party_plugin_is_installed_and_used_by_the_service(
-    tmp_path, start_notifier, topic, caster, webhook
+    tmp_path, installed, start_notifier, topic, caster, webhook
 ):
-    notifier = start_notifier(topic, env=install("ceilo-notifier-file", tmp_path))
+    notifier = start_notifier(topic, env=installed["ceilo-notifier-file"])
     assert re.search(r"with plugins: file, http, https, log, test\b", notifier.log())
 
     out = tmp_path / "alarms.jsonl"
@@ -45,12 +60,12 @@ def test_third_party_plugin_is_installed_and_used_by_the_service(
 
 
 def test_third_party_event_dispatcher_receives_every_event(
-    tmp_path, start_notifier, topic, caster, webhook
+    tmp_path, installed, start_notifier, topic, caster, webhook
 ):
     out = tmp_path / "events.jsonl"
     notifier = start_notifier(
         topic,
-        env=install("ceilo-notifier-jsonlines", tmp_path),
+        env=installed["ceilo-notifier-jsonlines"],
         default={"event_dispatchers": ["database", "jsonlines"]},
         alarm={"rest_notifier_max_retries": 1},
         extra={"jsonlines_dispatcher": {"path": out}},

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import signal
 import time
+import uuid
 
 import pytest
 
 from tests import helpers
+from tests.conftest import LOOPBACK
 from tests.helpers import alarm
 
 
@@ -17,9 +20,48 @@ def notifier(start_notifier, topic):
     return start_notifier(topic, alarm={"rest_notifier_max_retries": 1})
 
 
+@dataclasses.dataclass
+class Shared:
+    notifier: helpers.NotifierProcess
+    topic: str
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, rabbit_url):
+    """The ``notifier`` above, one for the tests that only cast to it and read the log
+    lines of their own alarms: starting and stopping a service takes seconds. Its
+    configuration is start_notifier's (tests/conftest.py)."""
+    d = tmp_path_factory.mktemp("shared-notifier")
+    topic = f"alarm_notifier_{uuid.uuid4().hex[:10]}"
+    sections = {
+        "DEFAULT": {
+            "transport_url": rabbit_url,
+            "host": f"notifier-{uuid.uuid4().hex[:6]}",
+            "shutdown_grace_period": 5,
+            "graceful_shutdown_timeout": 20,
+        },
+        "alarm": {
+            "notifier_rpc_topic": topic,
+            "rest_notifier_timeout": 2,
+            "rest_notifier_retry_backoff": 0.05,
+            "rest_notifier_allowed_networks": LOOPBACK,
+            "rest_notifier_max_retries": 1,
+        },
+        "database": {"connection": f"sqlite:///{d}/notifier-journal.sqlite"},
+    }
+    config = helpers.write_config(d / "notifier.conf", sections)
+    proc = helpers.NotifierProcess(config, d / "notifier.log")
+    try:
+        proc.wait_ready()
+        yield Shared(proc, topic)
+    finally:
+        proc.stop(timeout=20)
+
+
 def test_ceilometer_2014_cast_is_delivered_with_documented_body_and_headers(
-    notifier, topic, caster, webhook
+    shared, caster, webhook
 ):
+    topic = shared.topic
     url = webhook.url("ok")
     data = alarm([url])
     caster(topic).cast(data)
@@ -38,7 +80,8 @@ def test_ceilometer_2014_cast_is_delivered_with_documented_body_and_headers(
     assert re.fullmatch(r"ceilo-notifier/\S+", request.headers["user-agent"])
 
 
-def test_client_library_picks_the_actions_of_the_new_state(notifier, topic, caster, webhook):
+def test_client_library_picks_the_actions_of_the_new_state(shared, caster, webhook):
+    topic = shared.topic
     alarm_url, ok_url = webhook.url("ok"), webhook.url("ok")
     model = {
         "alarm_id": "lib-1",
@@ -105,9 +148,8 @@ BAD_INPUTS = [
 ]
 
 
-def test_bad_casts_are_rejected_with_one_line_and_the_service_carries_on(
-    notifier, topic, caster, webhook
-):
+def test_bad_casts_are_rejected_with_one_line_and_the_service_carries_on(shared, caster, webhook):
+    notifier, topic = shared.notifier, shared.topic
     client = caster(topic)
     for _, data, _ in BAD_INPUTS:
         client.cast(data)
@@ -124,7 +166,8 @@ def test_bad_casts_are_rejected_with_one_line_and_the_service_carries_on(
     assert notifier.alive()
 
 
-def test_bad_actions_do_not_stop_the_other_actions_of_the_alarm(notifier, topic, caster, webhook):
+def test_bad_actions_do_not_stop_the_other_actions_of_the_alarm(shared, caster, webhook):
+    notifier, topic = shared.notifier, shared.topic
     good = webhook.url("ok")
     refused = "http://127.0.0.1:9/closed-port"
     erroring = webhook.url("status/500")
@@ -202,6 +245,9 @@ def test_basic_auth_is_sent_and_the_password_never_logged_even_at_debug(
 def test_a_hung_webhook_delays_only_itself(start_notifier, topic, caster, webhook):
     start_notifier(
         topic,
+        # The hung delivery is still running when the test ends: the service
+        # gives it 1 s, not 5, when it is stopped afterwards.
+        default={"shutdown_grace_period": 1},
         alarm={
             "rest_notifier_timeout": 5,
             "rest_notifier_max_retries": 0,
