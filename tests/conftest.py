@@ -202,6 +202,8 @@ def start_notifier(tmp_path, rabbit_url):
         return proc
 
     yield start
+    for proc in started:  # all stop at once: each takes a second or more
+        proc.terminate()
     for proc in started:
         proc.stop(timeout=20)
 

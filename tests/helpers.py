@@ -267,6 +267,7 @@ class NotifierProcess:
         preexec_fn: Callable[[], None] | None = None,
     ):
         self.log_path = log_path
+        self._terminated = False
         cmd = [
             sys.executable,
             "-m",
@@ -317,8 +318,14 @@ class NotifierProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def terminate(self) -> None:
+        """Ask the service to stop (SIGTERM), without waiting: ``stop`` waits."""
+        if self.proc.poll() is None and not self._terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-        if self.proc.poll() is None:
+        if self.proc.poll() is None and not (sig == signal.SIGTERM and self._terminated):
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
