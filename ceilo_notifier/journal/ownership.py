@@ -256,9 +256,11 @@ class Lease(pools.Periodic):
         self.journal = journal
         self.host = host
         self.lease = lease
-        # Fresh for half the lease, less the longest attempt: one started while
-        # fresh ends before anyone can take its row over.
-        self.fresh_for = lease / 2 - margin
+        # Fresh while an attempt started now (``margin``: the longest) ends
+        # before anyone can take this owner's rows over, a beat interval to
+        # spare: never borderline at the next beat, which would make every
+        # attempt ask the journal for a moment.
+        self.fresh_for = lease - lease / 4 - margin
         self.on_beat = on_beat
         self._last = float("-inf")
         self._failing = False
