@@ -148,6 +148,35 @@ def mtls_webhook(tls):
     server.close()
 
 
+def notifier_sections(
+    rabbit_url: str,
+    topic: str,
+    name: str = "notifier",
+    alarm: dict | None = None,
+    default: dict | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """The configuration of a test's service, before its journal is chosen."""
+    return {
+        "DEFAULT": {
+            "transport_url": rabbit_url,
+            "host": f"{name}-{uuid.uuid4().hex[:6]}",
+            "shutdown_grace_period": 5,
+            "graceful_shutdown_timeout": 20,
+            **(default or {}),
+        },
+        "alarm": {
+            "notifier_rpc_topic": topic,
+            "rest_notifier_timeout": 2,
+            "rest_notifier_retry_backoff": 0.05,
+            # The webhooks of the tests live on loopback, denied by default.
+            "rest_notifier_allowed_networks": LOOPBACK,
+            **(alarm or {}),
+        },
+        **(extra or {}),
+    }
+
+
 @pytest.fixture
 def start_notifier(tmp_path, rabbit_url):
     """Start ceilo-notifier processes; every one is stopped after the test."""
@@ -164,24 +193,7 @@ def start_notifier(tmp_path, rabbit_url):
         name: str = "notifier",
         preexec_fn=None,
     ) -> helpers.NotifierProcess:
-        sections = {
-            "DEFAULT": {
-                "transport_url": rabbit_url,
-                "host": f"{name}-{uuid.uuid4().hex[:6]}",
-                "shutdown_grace_period": 5,
-                "graceful_shutdown_timeout": 20,
-                **(default or {}),
-            },
-            "alarm": {
-                "notifier_rpc_topic": topic,
-                "rest_notifier_timeout": 2,
-                "rest_notifier_retry_backoff": 0.05,
-                # The webhooks of the tests live on loopback, denied by default.
-                "rest_notifier_allowed_networks": LOOPBACK,
-                **(alarm or {}),
-            },
-            **(extra or {}),
-        }
+        sections = notifier_sections(rabbit_url, topic, name, alarm, default, extra)
         sections.setdefault("database", {}).setdefault(
             "connection", f"sqlite:///{tmp_path}/{name}-journal.sqlite"
         )

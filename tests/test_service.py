@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from tests import helpers
-from tests.conftest import LOOPBACK
+from tests.conftest import notifier_sections
 from tests.helpers import alarm
 
 
@@ -30,25 +30,15 @@ class Shared:
 def shared(tmp_path_factory, rabbit_url):
     """The ``notifier`` above, one for the tests that only cast to it and read the log
     lines of their own alarms: starting and stopping a service takes seconds. Its
-    configuration is start_notifier's (tests/conftest.py)."""
+    configuration is start_notifier's."""
     d = tmp_path_factory.mktemp("shared-notifier")
     topic = f"alarm_notifier_{uuid.uuid4().hex[:10]}"
-    sections = {
-        "DEFAULT": {
-            "transport_url": rabbit_url,
-            "host": f"notifier-{uuid.uuid4().hex[:6]}",
-            "shutdown_grace_period": 5,
-            "graceful_shutdown_timeout": 20,
-        },
-        "alarm": {
-            "notifier_rpc_topic": topic,
-            "rest_notifier_timeout": 2,
-            "rest_notifier_retry_backoff": 0.05,
-            "rest_notifier_allowed_networks": LOOPBACK,
-            "rest_notifier_max_retries": 1,
-        },
-        "database": {"connection": f"sqlite:///{d}/notifier-journal.sqlite"},
-    }
+    sections = notifier_sections(
+        rabbit_url,
+        topic,
+        alarm={"rest_notifier_max_retries": 1},
+        extra={"database": {"connection": f"sqlite:///{d}/notifier-journal.sqlite"}},
+    )
     config = helpers.write_config(d / "notifier.conf", sections)
     proc = helpers.NotifierProcess(config, d / "notifier.log")
     try:
