@@ -22,6 +22,12 @@ from oslo_config import cfg
 from ceilo_notifier import events, masking, metrics, notifiers, retry
 from ceilo_notifier.delivery import Delivery
 
+# What an attempt says of its endpoint's health (endpoints.py reads it).
+ANSWERED = "answered"  # the receiver answered: delivered, or refused for good
+FAILED = "failed"  # connection error, 408, 425, 5xx...
+OVERLOADED = "overloaded"  # 429, or no complete answer in time
+NEUTRAL = "neutral"  # nothing reached the receiver, or our own refusal
+
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
@@ -29,6 +35,29 @@ class Outcome:
     status_code: int | None = None
     error: str | None = None
     retry_in: float | None = None
+    health: str = ANSWERED
+    retry_after: float | None = None
+
+
+class Abandoned(notifiers.DeliveryError):
+    """A blocking call past its deadline, left to run on in its thread."""
+
+
+def health_of(exc: BaseException, status: int | None) -> str:
+    """What a failed attempt says of its endpoint: ANSWERED, FAILED, OVERLOADED or NEUTRAL."""
+    if status is not None:
+        if status == 429:
+            return OVERLOADED
+        if status in notifiers.RETRYABLE_STATUS or status >= 500:
+            return FAILED
+        return ANSWERED
+    if isinstance(exc, (notifiers.TimedOut, Abandoned, asyncio.TimeoutError)):
+        return OVERLOADED
+    if isinstance(exc, notifiers.NotReached):
+        return NEUTRAL
+    if isinstance(exc, notifiers.RetryableError):
+        return FAILED
+    return NEUTRAL
 
 
 def _text(value: object) -> str:
@@ -100,10 +129,10 @@ class Attempter:
             result = self._failed(delivery, asyncio.CancelledError(), retryable=False)
         except asyncio.TimeoutError:
             if asynchronous:  # cancelled for good: trying again is safe
-                error = notifiers.RetryableError(f"no complete answer within {deadline:g} s")
+                error = notifiers.TimedOut(f"no complete answer within {deadline:g} s")
                 result = self._failed(delivery, error, retryable=True)
             else:  # its thread runs on: another call could overtake it
-                error = notifiers.DeliveryError(
+                error = Abandoned(
                     f"plugin {type(plugin).__name__} did not return within {deadline:g} s; "
                     "attempt abandoned"
                 )
@@ -132,7 +161,7 @@ class Attempter:
             await asyncio.wait_for(threads.acquire(), self.plugin_timeout)
         except asyncio.TimeoutError:
             # Nothing ran: trying again later is safe.
-            raise notifiers.RetryableError(
+            raise notifiers.NotReached(
                 f"all {self.pool_size} plugin threads busy for {self.plugin_timeout:g} s"
             ) from None
 
@@ -153,14 +182,17 @@ class Attempter:
     def _failed(self, delivery: Delivery, exc: BaseException, retryable: bool) -> Outcome:
         error = masking.mask_text(describe(exc, delivery.plugin))
         status = _status(getattr(exc, "status_code", None))
+        health = health_of(exc, status)
         if not retryable:
-            return Outcome(events.FAILED, status, error)
+            return Outcome(events.FAILED, status, error, health=health)
+        retry_after = _number(getattr(exc, "retry_after", None))
         delay = self.policy.next_delay(
             delivery.attempt,
             time.monotonic() - (delivery.first_attempt or time.monotonic()),
-            _number(getattr(exc, "retry_after", None)),
+            retry_after,
         )
-        return Outcome(events.FAILED if delay is None else events.RETRYING, status, error, delay)
+        outcome = events.FAILED if delay is None else events.RETRYING
+        return Outcome(outcome, status, error, delay, health, retry_after)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -59,6 +59,21 @@ def scope_of(message_id: str | None) -> str | None:
     return None
 
 
+# As long as the journal keeps (journal.schema.ENDPOINT_LENGTH): no DNS name is longer.
+ENDPOINT_LENGTH = 320
+
+
+def endpoint_of(plugin: notifiers.AlarmNotifier, url: parse.SplitResult) -> str | None:
+    """Where a plugin says the attempts of an action go, or None (whatever it raises)."""
+    try:
+        endpoint = plugin.endpoint(url)
+    except Exception:  # noqa: BLE001 - a third-party plugin's hook: no endpoint then
+        return None
+    if not isinstance(endpoint, str) or not endpoint or len(endpoint) > ENDPOINT_LENGTH:
+        return None
+    return endpoint
+
+
 class Delivery:
     """One notification on its way to one action."""
 
@@ -70,6 +85,7 @@ class Delivery:
         "url",
         "host",
         "share",
+        "endpoint",
         "plugin",
         "attempt",
         "first_attempt",
@@ -105,6 +121,7 @@ class Delivery:
         # service the operator chose: its share is the scheme's, as before.
         self.share = shares.share_of(url.hostname) or f"{url.scheme.lower()}:"
         self.plugin = plugin
+        self.endpoint = endpoint_of(plugin, url)
         self.attempt = attempt
         self.first_attempt: float | None = None
         # When the journal accepted it (its created_at); None without a journal
@@ -180,4 +197,5 @@ class Delivery:
             "notification": self.notification.body(),
             "attempts": self.attempt,
             "scope": scope_of(self.notification.message_id),
+            "endpoint": self.endpoint,
         }

@@ -5,6 +5,8 @@
       → journal.py    record every delivery before its first attempt
       → scheduler.py  ordering, supersession, per-host and pool caps, fairness,
                       retry timing
+      → endpoints.py  endpoint health: hold a failing endpoint's deliveries,
+                      probe it, limit the attempts in flight to it
       → attempt.py    one plugin call with a deadline, failures contained
       → retry.py      whether and when to try again
       → announce.py   events to the event sinks (log, metrics, dispatchers)
@@ -44,6 +46,7 @@ from stevedore import extension
 from ceilo_notifier import (
     announce,
     attempt,
+    endpoints,
     events,
     intake,
     limits,
@@ -195,10 +198,24 @@ class Engine:
         self.journal_pool = pools.BoundedPool(
             "journal", conf.alarm.journal_pool_size, conf.database.timeout
         )
+        self.endpoints = endpoints.EndpointHealth(
+            conf,
+            self.loop,
+            journal,
+            self.journal_pool,
+            wake=self._wake_held,
+            shared=lambda: self.journal_shared,
+        )
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="delivery-loop", daemon=True
         )
         self._thread.start()
+        self._sync: endpoints.EndpointSync | None = None
+        if journal is not None and self.endpoints.enabled:
+            # Before anything is resumed: what is held stays held across a restart.
+            self._sync = endpoints.EndpointSync(self.endpoints, journal)
+            self._sync.load()
+            self._sync.start()
         self._reader_stop = threading.Event()
         self._reader: threading.Thread | None = None
         if journal is not None:
@@ -466,7 +483,8 @@ class Engine:
                 self._conclude(
                     delivery,
                     events.FAILED,
-                    f"not resumed: accepted {age:.0f} s ago, more than "
+                    self.endpoints.unavailable(delivery.endpoint)
+                    or f"not resumed: accepted {age:.0f} s ago, more than "
                     f"rest_notifier_retry_max_age ({max_age:g} s)",
                 )
                 continue
@@ -580,8 +598,14 @@ class Engine:
         )
 
     async def _run(self, delivery: Delivery) -> None:
+        ticket = await self.endpoints.admit(delivery)
+        if isinstance(ticket, endpoints.Hold):
+            self._hold(delivery, ticket)
+            return
         if self._must_ask(delivery):
             turn = await self._turn(delivery)
+            if turn != journal_mod.GO:
+                self.endpoints.done(ticket, None)
             if turn == journal_mod.LOST:
                 self._lose(delivery)
                 return
@@ -593,7 +617,11 @@ class Engine:
                 if self.scheduler.retry(delivery, TURN_WAIT):
                     self._count(-1, 1)
                 return
-        result = await self.attempter.run(delivery)
+        result = None
+        try:
+            result = await self.attempter.run(delivery)
+        finally:
+            self.endpoints.done(ticket, result)
         delivery.status_code = result.status_code
         self._answered(delivery.share, result.outcome == events.DELIVERED)
         try:
@@ -612,24 +640,49 @@ class Engine:
                 self.scheduler.finished(delivery)
 
     def _retry(self, delivery: Delivery, error: str | None, delay: float) -> None:
-        """Wait for the retry in memory, or parked in the journal; without a
-        journal and with no room left in memory, fail instead."""
+        self._wait(delivery, delay, error, "retried")
+
+    def _hold(self, delivery: Delivery, hold: endpoints.Hold) -> None:
+        """Its endpoint is held: wait as a retry does, without an attempt or an
+        event; fail once its retry age is over."""
+        if hold.expired:
+            self._finish(delivery, events.FAILED, hold.cause)
+            self.scheduler.finished(delivery)
+            return
+        self._wait(delivery, hold.delay, hold.cause, "held")
+
+    def _wait(self, delivery: Delivery, delay: float, error: str | None, why: str) -> None:
+        """Wait in memory, or parked in the journal; without a journal and with
+        no room left in memory, fail instead."""
         if self.journal is None and self._waiting >= self.max_waiting:
             self._finish(
                 delivery,
                 events.FAILED,
-                f"{error}; not retried: {self._waiting} deliveries already wait for a "
-                "retry (max_pending_deliveries)",
+                f"{error}; not {why}: {self._waiting} deliveries already wait in memory "
+                "(max_pending_deliveries)",
             )
             self.scheduler.finished(delivery)
             return
         if not self.scheduler.retry(delivery, delay):
             return  # superseded by a newer transition waiting behind it
         self._count(-1, 1)
-        self.announcer.announce(delivery.event(events.RETRYING, error, delay))
+        if why == "retried":
+            self.announcer.announce(delivery.event(events.RETRYING, error, delay))
         parkable = self.journal is not None and delivery.accepted is not None
         if parkable and (delay >= PARK_AFTER or self._waiting > self.max_waiting):
             self._park(delivery, delay)
+
+    def _wake_held(self, endpoint: str) -> None:
+        """On the loop: an open endpoint's time is up; its oldest held delivery in
+        the journal comes back, to be its probe."""
+        if self.journal is not None:
+            woken = self.journal_pool.start(self._resume_oldest_held, endpoint)
+            woken.add_done_callback(_log_failure("Resuming a held delivery to probe"))
+
+    def _resume_oldest_held(self, endpoint: str) -> None:
+        records = self.journal.held_oldest(endpoint, 1)
+        if records:
+            self._resume_parked(records)
 
     def _retry_due(self, _delivery: Delivery) -> None:
         """A retry waiting in memory came due: it counts for intake again."""
@@ -792,6 +845,8 @@ class Engine:
     def stop(self, grace: float = 0.0) -> list[Delivery]:
         """Stop retrying, let running attempts finish within grace, return the unfinished."""
         self.close_intake()
+        if self._sync is not None:
+            self._sync.stop()
         if self._reader is not None:
             self._reader.join(10)
         if not self._thread.is_alive():
@@ -843,6 +898,17 @@ def _delay(record: Record, now: float) -> float:
     """Seconds until a journaled delivery's next attempt is due (0: now)."""
     due = record.parked_until or record.next_attempt_at
     return 0.0 if due is None else max(0.0, due.timestamp() - now)
+
+
+def _log_failure(what: str):
+    """A done-callback for a journal query run for its effect: log its failure."""
+
+    def callback(future: asyncio.Future) -> None:
+        exc = future.exception() if not future.cancelled() else None
+        if exc is not None:
+            LOG.warning("%s failed (%s)", what, _cause(exc))
+
+    return callback
 
 
 def _cause(exc: BaseException) -> str:

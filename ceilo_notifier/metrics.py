@@ -41,6 +41,15 @@ RETRIES = prometheus_client.Counter(
 IN_FLIGHT = prometheus_client.Gauge(
     "ceilo_notifier_deliveries_in_flight", "Attempts running now.", multiprocess_mode="livesum"
 )
+# Counts by state, never by endpoint: tenants choose endpoints, labels must stay bounded.
+ENDPOINTS = prometheus_client.Gauge(
+    "ceilo_notifier_endpoints",
+    "Endpoints held by endpoint health, by state (open, half_open, paused).",
+    ["state"],
+    multiprocess_mode="livemax",
+)
+for _state in ("open", "half_open", "paused"):
+    ENDPOINTS.labels(_state).set(0)
 
 
 UNKNOWN_SCHEME = "unknown"

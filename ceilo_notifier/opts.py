@@ -444,6 +444,47 @@ METRICS_OPTS = [
     ),
 ]
 
+# Endpoint health (ceilo_notifier.endpoints): hold, probe and drain in order.
+ENDPOINT_HEALTH_OPTS = [
+    cfg.BoolOpt(
+        "enabled",
+        default=True,
+        help="Hold the deliveries of an endpoint (scheme, host and port) that keeps "
+        "failing in the journal, probe it, and drain them in order once it "
+        "answers; limit the attempts in flight to an endpoint that answers 429 "
+        "or times out. false: every delivery retries on its own schedule.",
+    ),
+    cfg.IntOpt(
+        "failure_threshold",
+        default=5,
+        min=1,
+        help="Consecutive failed attempts (connection error, timeout, 408, 425, "
+        "5xx; 429 once a single attempt at a time is refused) that open an endpoint.",
+    ),
+    cfg.FloatOpt(
+        "open_seconds",
+        default=30.0,
+        min=0.1,
+        help="Seconds an endpoint stays open before one probe (its oldest waiting "
+        "delivery) goes; each failed probe doubles it, up to max_open_seconds.",
+    ),
+    cfg.FloatOpt(
+        "max_open_seconds",
+        default=900.0,
+        min=0.1,
+        help="Longest an endpoint stays open between probes, and the cap of a "
+        "receiver's Retry-After, which quiets its whole endpoint.",
+    ),
+    cfg.FloatOpt(
+        "sync_seconds",
+        default=5.0,
+        min=0.1,
+        help="How often a process reads the endpoint states other processes "
+        "sharing its journal wrote: an endpoint opened or paused by one is held "
+        "by all within this long.",
+    ),
+]
+
 # Where the trust+ and zaqar plugins find services in the Keystone catalog,
 # beside keystoneauth's own [service_credentials] options (as in aodh).
 CATALOG_OPTS = [
@@ -478,6 +519,7 @@ ALL_GROUPS = (
     ("database", DATABASE_OPTS),
     ("notifications", NOTIFICATIONS_OPTS),
     ("metrics", METRICS_OPTS),
+    ("endpoint_health", ENDPOINT_HEALTH_OPTS),
     ("service_credentials", CATALOG_OPTS),
     ("service_types", SERVICE_TYPES_OPTS),
 )

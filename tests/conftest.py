@@ -227,7 +227,9 @@ def make_conf(tmp_path):
 
     from ceilo_notifier import opts
 
-    def make(topic: str | None = None, alarm: dict | None = None, **default) -> cfg.ConfigOpts:
+    def make(
+        topic: str | None = None, alarm: dict | None = None, health: dict | None = None, **default
+    ) -> cfg.ConfigOpts:
         conf = cfg.ConfigOpts()
         opts.register_opts(conf)
         conf([], project="ceilo-notifier", default_config_files=[])
@@ -238,6 +240,8 @@ def make_conf(tmp_path):
         conf.set_override("rest_notifier_allowed_networks", LOOPBACK.split(","), group="alarm")
         for key, value in (alarm or {}).items():
             conf.set_override(key, value, group="alarm")
+        for key, value in (health or {}).items():
+            conf.set_override(key, value, group="endpoint_health")
         for key, value in default.items():
             conf.set_override(key, value)
         return conf
@@ -292,10 +296,10 @@ class Run:
 def run(make_conf):
     runs = []
 
-    def make(**alarm_opts):
+    def make(health: dict | None = None, **alarm_opts):
         alarm_opts.setdefault("rest_notifier_timeout", 2)
         alarm_opts.setdefault("rest_notifier_retry_backoff", 0.01)
-        r = Run(make_conf(alarm=alarm_opts))
+        r = Run(make_conf(alarm=alarm_opts, health=health))
         runs.append(r)
         return r
 
@@ -336,7 +340,7 @@ def db_url(request, tmp_path):
 
 def empty_journal(url: str) -> None:
     """Drop every table of the journal (the schema of this run is shared by its tests)."""
-    tables = "delivery_events, deliveries, instances, journal_keys, alembic_version, "
+    tables = "delivery_events, deliveries, endpoints, instances, journal_keys, alembic_version, "
     tables += journal.VERSION_TABLE
     with sa.create_engine(url).begin() as conn:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {tables}"))

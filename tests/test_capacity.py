@@ -27,9 +27,13 @@ def test_retries_a_webhook_defers_for_an_hour_hold_no_intake(
 ):
     """One tenant's 100 actions answer 503 + Retry-After: 3000, five times more than
     max_pending_deliveries: the other tenants' alarms still go out at once, and the
-    retries wait rest_notifier_retry_after_max (300 s), parked in the journal."""
+    retries wait rest_notifier_retry_after_max (300 s), parked in the journal.
+    Per-delivery retries: endpoint health, which would hold the whole endpoint at
+    the first Retry-After, is off."""
     notifier = start_notifier(
-        topic, alarm={"max_pending_deliveries": 20, "rest_notifier_max_retries": 3}
+        topic,
+        alarm={"max_pending_deliveries": 20, "rest_notifier_max_retries": 3},
+        extra={"endpoint_health": {"enabled": False}},
     )
     client = caster(topic)
     busy = []

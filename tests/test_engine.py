@@ -148,10 +148,19 @@ def test_wildcard_subdomains_of_one_tenant_take_one_share(run):
     assert sum(receivers.in_flight.values()) <= 4  # the other 12 slots stayed free
 
 
+# Per-delivery retries, as before endpoint health (or with it turned off).
+NO_HEALTH = {"enabled": False}
+
+
 class _StalledJournal:
     """A journal whose turn query never returns (a database that stalls)."""
 
+    owner = "stalled"
+
     def __init__(self) -> None:
+        from ceilo_notifier.journal import Clock
+
+        self.clock = Clock()
         self.release = threading.Event()
         self.lock = threading.Lock()
         self.running = 0
@@ -160,6 +169,9 @@ class _StalledJournal:
     def record_new(self, rows):
         now = datetime.datetime.now(datetime.timezone.utc)
         return [(now, f"key-{i}") for i in range(len(rows))]
+
+    def endpoint_states(self, changed_after=None):
+        return []
 
     def turn(self, request_id, attempt=1):
         with self.lock:
@@ -207,8 +219,9 @@ def test_retries_waiting_in_memory_hold_no_intake_and_have_a_bound_of_their_own(
     """Without a journal: a webhook answering 503 + Retry-After: 3000 to every request.
     Its retries do not hold max_pending_deliveries (other alarms still go at once);
     as many again wait in memory, the rest fail instead of waiting; and the wait is
-    capped at rest_notifier_retry_after_max."""
-    r = run(max_pending_deliveries=4, rest_notifier_retry_after_max=30)
+    capped at rest_notifier_retry_after_max. Per-delivery retries: endpoint health,
+    which would hold the whole endpoint at the first Retry-After, is off."""
+    r = run(max_pending_deliveries=4, rest_notifier_retry_after_max=30, health=NO_HEALTH)
     busy = [webhook.url("busy/3000") for _ in range(12)]
     for url in busy:
         r.endpoint.handle(helpers.alarm([url]))

@@ -7,6 +7,9 @@ ceilo-notifier-manage --config-file F replay [--alarm-id A] [--request-id R ...]
 ceilo-notifier-manage --config-file F purge --older-than DAYS
 ceilo-notifier-manage --config-file F upgrade
 ceilo-notifier-manage --config-file F check-action URL [URL ...]
+ceilo-notifier-manage --config-file F endpoints [--state open|half_open|paused|closed|all]
+ceilo-notifier-manage --config-file F endpoint-pause URL [--for SECONDS]
+ceilo-notifier-manage --config-file F endpoint-resume URL
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from oslo_config import cfg
 
 from ceilo_notifier import actions, cmd, events, journal, masking
+from ceilo_notifier import endpoints as endpoint_states
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -71,6 +75,23 @@ def add_parsers(subparsers) -> None:
         "check-action", help="check action URLs as an alarm API registers them"
     )
     check.add_argument("urls", nargs="+", metavar="URL")
+    listing = subparsers.add_parser(
+        "endpoints", help="list endpoints held by endpoint health, with their waiting deliveries"
+    )
+    listing.add_argument(
+        "--state",
+        choices=[*endpoint_states.STATES, "all"],
+        help="only endpoints in this state (default: every held one)",
+    )
+    pause = subparsers.add_parser(
+        "endpoint-pause", help="hold every delivery to an endpoint (receiver maintenance)"
+    )
+    pause.add_argument("url", metavar="URL", help="an action URL, or the endpoint as listed")
+    pause.add_argument("--for", dest="seconds", type=float, help="resume by itself after this")
+    resume = subparsers.add_parser(
+        "endpoint-resume", help="release an endpoint: its held deliveries drain in order"
+    )
+    resume.add_argument("url", metavar="URL", help="an action URL, or the endpoint as listed")
 
 
 COMMAND = cfg.SubCommandOpt("command", title="commands", handler=add_parsers)
@@ -213,6 +234,75 @@ def check_actions(conf: cfg.ConfigOpts, urls: Sequence[str], out=None) -> int:
     return 1 if invalid else 0
 
 
+def list_endpoints(the_journal: journal.Journal, state: str | None, out=None) -> None:
+    """One line per endpoint: state, consecutive failures, since, next probe, waiting."""
+    out = out or sys.stdout
+    if state == "all":
+        states = None
+    else:
+        states = [state] if state else list(endpoint_states.HELD_STATES)
+    rows = the_journal.endpoint_list(states)
+    waiting = the_journal.waiting_for(r.endpoint for r in rows)
+    table = [
+        [
+            masking.escape_control(r.endpoint),
+            r.state,
+            str(r.failures),
+            _when(r.since),
+            _when(r.until) if r.state in (endpoint_states.OPEN, endpoint_states.PAUSED) else "-",
+            str(waiting.get(r.endpoint, 0)),
+            masking.escape_control(masking.mask_text(r.reason or "")),
+        ]
+        for r in rows
+    ]
+    _table(table, ["ENDPOINT", "STATE", "FAILURES", "SINCE", "UNTIL", "WAITING", "REASON"], out)
+
+
+def set_endpoint(
+    conf: cfg.ConfigOpts,
+    the_journal: journal.Journal,
+    url: str,
+    paused: bool,
+    seconds: float | None = None,
+    out=None,
+) -> int:
+    """Pause or resume an endpoint by hand; running services follow within sync_seconds."""
+    from ceilo_notifier import engine
+
+    out = out or sys.stdout
+    endpoint = endpoint_states.endpoint_of_url(url, engine.load_plugins(conf))
+    if endpoint is None:
+        print(
+            f"no endpoint for {masking.escape_control(masking.mask_url(url))}: "
+            "its plugin reports none (or there is no plugin for its scheme)",
+            file=out,
+        )
+        return 1
+    with the_journal.engine.connect() as conn:
+        the_journal.clock.measure(conn)
+    now = the_journal.clock.now()
+    until = now + datetime.timedelta(seconds=seconds) if paused and seconds else None
+    the_journal.save_endpoint(
+        journal.EndpointRow(
+            endpoint=endpoint,
+            state=endpoint_states.PAUSED if paused else endpoint_states.CLOSED,
+            failures=0,
+            since=now,
+            until=until,
+            open_for=0.0,
+            reason="paused by an operator" if paused else "resumed by an operator",
+            changed_at=now,
+            changed_by=the_journal.owner,
+        )
+    )
+    shown = masking.escape_control(endpoint)
+    if paused:
+        print(f"{shown} paused" + (f" until {_when(until)}" if until else ""), file=out)
+    else:
+        print(f"{shown} resumed: its held deliveries drain in order", file=out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     conf = cmd.prepare(sys.argv[1:] if argv is None else argv, cli_opts=[COMMAND])
     command = conf.command.name
@@ -230,6 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             count = the_journal.purge(before)
             print(f"purged {count} finished deliveries older than {conf.command.older_than:g} days")
             return 0
+        if command == "endpoints":
+            list_endpoints(the_journal, conf.command.state)
+            return 0
+        if command in ("endpoint-pause", "endpoint-resume"):
+            paused = command == "endpoint-pause"
+            seconds = getattr(conf.command, "seconds", None)
+            return set_endpoint(conf, the_journal, conf.command.url, paused, seconds)
         states = getattr(conf.command, "outcome", None)
         if command in ("failed", "replay"):
             states = [events.FAILED]

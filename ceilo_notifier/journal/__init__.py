@@ -33,6 +33,10 @@ hash of the action as written, which tells apart what the receiver tells
 apart (two passwords, two API keys) without keeping the credential at rest;
 a fanout copy's key is its host's own.
 
+**Which endpoints are held** (``endpoints``). The newest change of an
+endpoint's state wins; one process probes an open endpoint, by a
+conditional update; held deliveries are parked with their endpoint.
+
 **What is an outage** (``outages``). Anything but a value refused by the
 database. During an outage nothing is acknowledged and the write is retried;
 a turn that cannot be asked means wait (a stale send is worse than a late
@@ -55,6 +59,7 @@ from ceilo_notifier.journal.connection import (
     pool_size_for,
     upgrade,
 )
+from ceilo_notifier.journal.endpoints import EndpointRow, EndpointStates
 from ceilo_notifier.journal.ordering import GO, LOST, SUPERSEDED, WAIT, Ordering
 from ceilo_notifier.journal.outages import JournalDown, is_outage, is_refusal
 from ceilo_notifier.journal.ownership import Lease, Ownership
@@ -87,6 +92,7 @@ __all__ = [
     "VERSION_TABLE",
     "WAIT",
     "Clock",
+    "EndpointRow",
     "GroupCommit",
     "Journal",
     "JournalDown",
@@ -108,7 +114,7 @@ __all__ = [
 ]
 
 
-class Journal(Writer, Ownership, Ordering, Parking, Queries):
+class Journal(Writer, Ownership, Ordering, Parking, EndpointStates, Queries):
     """One process's view of the journal: its owner tag, its connections, its clock.
 
     Each base class is one job, in a module of its own, with its invariant

@@ -22,6 +22,8 @@ SETTLED_STATES = (events.DELIVERED, events.SUPERSEDED, events.DROPPED)
 
 ALARM_ID_LENGTH = 255
 SCHEME_LENGTH = 64
+# scheme://host:port, the host as long as DNS allows.
+ENDPOINT_LENGTH = 320
 
 metadata = sa.MetaData()
 
@@ -46,6 +48,8 @@ deliveries = sa.Table(
     sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
     # Set while a retry waits out of memory (``park``); events never touch it.
     sa.Column("parked_until", sa.DateTime(timezone=True), index=True),
+    # Where its attempts go (endpoints): its held rows are released together.
+    sa.Column("endpoint", sa.String(ENDPOINT_LENGTH), index=True),
     sa.Index("ix_deliveries_alarm_key", "alarm_id", "action_key"),
 )
 
@@ -71,6 +75,23 @@ instances = sa.Table(
     sa.Column("owner", sa.String(255), primary_key=True),
     sa.Column("host", sa.String(255), nullable=False, index=True),
     sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Endpoint health shared by every process of the journal (endpoints): only
+# endpoints that were ever held have a row.
+endpoint_states = sa.Table(
+    "endpoints",
+    metadata,
+    sa.Column("endpoint", sa.String(ENDPOINT_LENGTH), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False, default=0),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    # Next probe (open), end of a pause or of a Retry-After (None: until resumed).
+    sa.Column("until", sa.DateTime(timezone=True)),
+    sa.Column("open_for", sa.Float, nullable=False, default=0.0),
+    sa.Column("reason", sa.Text),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("changed_by", sa.String(255), nullable=False),
 )
 
 # Secrets of the journal itself, made by its migrations: the key of
@@ -110,6 +131,7 @@ class Record:
     next_attempt_at: datetime.datetime | None
     parked_until: datetime.datetime | None = None
     action_key: str = ""
+    endpoint: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:

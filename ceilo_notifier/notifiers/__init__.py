@@ -39,6 +39,16 @@ class RetryableError(DeliveryError):
         self.retry_after = retry_after
 
 
+class TimedOut(RetryableError):
+    """No complete answer within the attempt's deadline: the receiver may be
+    overloaded, so endpoint health also takes fewer attempts to it at once."""
+
+
+class NotReached(RetryableError):
+    """The attempt failed before anything reached the receiver (no token, no free
+    thread): worth another attempt, but no sign of the receiver's health."""
+
+
 # Answers worth another attempt besides 5xx: the receiver asks to come back.
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 
@@ -101,6 +111,16 @@ class AlarmNotifier(abc.ABC):  # noqa: B024 - notify or notify_async, either one
 
         :raises ValueError: whose message says what is wrong, for a person.
         """
+
+    def endpoint(self, action: parse.SplitResult) -> str | None:
+        """Where this action's attempts go, as ``scheme://host:port``, or None.
+
+        Endpoint health (``ceilo_notifier.endpoints``) holds the deliveries of
+        an endpoint that keeps failing and limits the attempts in flight to
+        it; a plugin that reports no endpoint is never held. Called at
+        intake, without I/O.
+        """
+        return None
 
     def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> int | None:
         """Deliver one notification to one action (blocking).

@@ -98,6 +98,22 @@ def split_action(action: parse.SplitResult) -> tuple[str, tuple[str, str] | None
     return url, auth, verify
 
 
+def http_endpoint(action: parse.SplitResult) -> str | None:
+    """``http(s)://host:port`` of an action (``trust+`` dropped, the host as the
+    client normalises it, the port always written), or None if it has no host."""
+    scheme = action.scheme.lower().removeprefix("trust+")
+    try:
+        host = safety.client_host(action.hostname or "")
+        port = action.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        return None
+    if not host:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
 def decode_signing_key(secret: str) -> bytes:
     """The bytes of a Standard Webhooks secret (``whsec_`` + base64)."""
     encoded = secret.strip()
@@ -252,6 +268,9 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
             if key in VERIFY_PARAMS and strutils.bool_from_string(value, default=None) is None:
                 raise ValueError(f"{key}={value!r} is neither 0 nor 1")
 
+    def endpoint(self, action: parse.SplitResult) -> str | None:
+        return http_endpoint(action)
+
     def target(
         self, action: parse.SplitResult
     ) -> tuple[str, tuple[str, str] | None, bool | None, dict[str, str]]:
@@ -272,7 +291,7 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         try:
             return await self.target_pool.run(self.target, action)
         except pools.Overdue as exc:
-            raise notifiers.RetryableError(f"Keystone token: {exc}") from None
+            raise notifiers.NotReached(f"Keystone token: {exc}") from None
 
     async def notify_async(self, action: parse.SplitResult, notification: AlarmNotification) -> int:
         url, auth, verify, extra_headers = await self._target(action)
@@ -352,7 +371,7 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         if isinstance(exc, aiohttp.ClientConnectorDNSError):
             return notifiers.RetryableError(f"name resolution failed: {_cause(exc)}")
         if isinstance(exc, asyncio.TimeoutError):
-            return notifiers.RetryableError(f"no complete answer within {self.timeout:g} s")
+            return notifiers.TimedOut(f"no complete answer within {self.timeout:g} s")
         if isinstance(exc, aiohttp.InvalidURL):
             return notifiers.DeliveryError(f"invalid URL: {exc}")
         if isinstance(exc, (aiohttp.ClientError, OSError)):

@@ -84,12 +84,12 @@ def _keystone_error(exc: Exception) -> notifiers.DeliveryError:
         return notifiers.DeliveryError(f"TLS error talking to Keystone: {exc}")
     if isinstance(exc, (ka_exceptions.ConnectionError, ka_exceptions.DiscoveryFailure)):
         # Keystone down, restarting or unreachable: it may come back.
-        return notifiers.RetryableError(f"Keystone unreachable: {exc}")
+        return notifiers.NotReached(f"Keystone unreachable: {exc}")
     if isinstance(exc, ka_exceptions.HttpError):
         status = exc.http_status
         summary = f"Keystone answered HTTP {status} to the token request: {exc.message}"
         if status is not None and (status >= 500 or status in rest.RETRYABLE_STATUS):
-            return notifiers.RetryableError(summary)
+            return notifiers.NotReached(summary)
         return notifiers.DeliveryError(summary)
     return notifiers.DeliveryError(f"no Keystone token for the trust: {exc}")
 

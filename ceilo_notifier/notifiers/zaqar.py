@@ -36,7 +36,7 @@ from oslo_config import cfg
 
 from ceilo_notifier import keystone, masking, notifiers
 from ceilo_notifier.notification import AlarmNotification
-from ceilo_notifier.notifiers import safety
+from ceilo_notifier.notifiers import rest, safety
 from ceilo_notifier.notifiers import trust as trust_notifier
 
 API = "v2"
@@ -129,6 +129,7 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
         self.policy = safety.AddressPolicy(
             conf.alarm.rest_notifier_denied_networks, conf.alarm.rest_notifier_allowed_networks
         )
+        self._endpoint: str | None = None
         # Zaqar wants a Client-ID on every request; one per service process.
         self.client_id = str(uuid.uuid4())
         for logger in SIGNATURE_LOGGERS:
@@ -224,7 +225,12 @@ class ZaqarAlarmNotifier(notifiers.AlarmNotifier):
         except (keystone.NotConfigured, ka_exceptions.ClientException) as exc:
             raise trust_notifier.keystone_error(exc, trust) from None
         budget = self.budget(self.keystone.session.timeout or self.conf.alarm.rest_notifier_timeout)
+        self._endpoint = rest.http_endpoint(parse.urlsplit(endpoint))
         return _Attempt(endpoint.rstrip("/"), auth, budget, trust)
+
+    def endpoint(self, action: parse.SplitResult) -> str | None:
+        """Zaqar's, once an attempt has found it in the catalog (none before)."""
+        return self._endpoint
 
     def post(
         self,
