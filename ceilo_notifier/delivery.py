@@ -86,6 +86,7 @@ class Delivery:
         "host",
         "share",
         "endpoint",
+        "held",
         "plugin",
         "attempt",
         "first_attempt",
@@ -122,6 +123,7 @@ class Delivery:
         self.share = shares.share_of(url.hostname) or f"{url.scheme.lower()}:"
         self.plugin = plugin
         self.endpoint = endpoint_of(plugin, url)
+        self.held = False  # waiting for its endpoint (endpoints.py), not for a retry
         self.attempt = attempt
         self.first_attempt: float | None = None
         # When the journal accepted it (its created_at); None without a journal

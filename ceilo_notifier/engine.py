@@ -34,6 +34,7 @@ from __future__ import annotations
 import array
 import asyncio
 import concurrent.futures
+import dataclasses
 import datetime
 import threading
 import time
@@ -205,6 +206,7 @@ class Engine:
             self.journal_pool,
             wake=self._wake_held,
             shared=lambda: self.journal_shared,
+            park_after=PARK_AFTER,
         )
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="delivery-loop", daemon=True
@@ -483,7 +485,7 @@ class Engine:
                 self._conclude(
                     delivery,
                     events.FAILED,
-                    self.endpoints.unavailable(delivery.endpoint)
+                    (record.parked_until and self.endpoints.unavailable(delivery.endpoint))
                     or f"not resumed: accepted {age:.0f} s ago, more than "
                     f"rest_notifier_retry_max_age ({max_age:g} s)",
                 )
@@ -598,14 +600,8 @@ class Engine:
         )
 
     async def _run(self, delivery: Delivery) -> None:
-        ticket = await self.endpoints.admit(delivery)
-        if isinstance(ticket, endpoints.Hold):
-            self._hold(delivery, ticket)
-            return
         if self._must_ask(delivery):
             turn = await self._turn(delivery)
-            if turn != journal_mod.GO:
-                self.endpoints.done(ticket, None)
             if turn == journal_mod.LOST:
                 self._lose(delivery)
                 return
@@ -617,6 +613,11 @@ class Engine:
                 if self.scheduler.retry(delivery, TURN_WAIT):
                     self._count(-1, 1)
                 return
+        ticket = await self.endpoints.admit(delivery)
+        if isinstance(ticket, endpoints.Hold):
+            self._hold(delivery, ticket)
+            return
+        delivery.held = False
         result = None
         try:
             result = await self.attempter.run(delivery)
@@ -649,6 +650,7 @@ class Engine:
             self._finish(delivery, events.FAILED, hold.cause)
             self.scheduler.finished(delivery)
             return
+        delivery.held = True
         self._wait(delivery, hold.delay, hold.cause, "held")
 
     def _wait(self, delivery: Delivery, delay: float, error: str | None, why: str) -> None:
@@ -681,8 +683,15 @@ class Engine:
 
     def _resume_oldest_held(self, endpoint: str) -> None:
         records = self.journal.held_oldest(endpoint, 1)
-        if records:
-            self._resume_parked(records)
+        if not records:
+            return
+        newest = self.journal.newest(records)  # asked first: see _resume_parked
+        won = [
+            # Now, not when it was parked until: it is the probe.
+            dataclasses.replace(r, parked_until=None, next_attempt_at=None)
+            for r in self._unpark(records)
+        ]
+        self.resume(won, unparked=True, newest=newest)
 
     def _retry_due(self, _delivery: Delivery) -> None:
         """A retry waiting in memory came due: it counts for intake again."""
@@ -709,6 +718,8 @@ class Engine:
         if exc is None:
             self._parked_keys.add(d.journal_key for d, _ in batch)
             self._count(0, -len(batch))
+            # Held for an endpoint that closed while they were written: due now.
+            self.endpoints.release_if_closed(d.endpoint for d, _ in batch if d.held)
             return
         LOG.warning(
             "Could not park %d retries in the journal (%s); they wait in memory",

@@ -233,7 +233,7 @@ def test_retries_waiting_in_memory_hold_no_intake_and_have_a_bound_of_their_own(
     failed = [e for e in r.events if e.outcome == events.FAILED]
     assert len(retrying) == 4 and len(failed) == 8, [e.error for e in r.events]
     assert all(e.next_attempt_in == 30 for e in retrying)  # 3000 asked, 30 honoured
-    assert all("already wait for a retry" in e.error for e in failed)
+    assert all("already wait in memory" in e.error for e in failed)
 
 
 def test_idle_keep_alive_connections_never_outnumber_the_pool(run):

@@ -35,7 +35,7 @@ def test_schema_upgrade_is_idempotent_and_managed_by_alembic(db_url):
     engine = sa.create_engine(db_url)
     with engine.connect() as conn:
         version = sa.text(f"SELECT version_num FROM {journal.VERSION_TABLE}")
-        assert conn.execute(version).scalar() == "0004"
+        assert conn.execute(version).scalar() == "0005"
         names = set(sa.inspect(conn).get_table_names())
     assert {"deliveries", "delivery_events"} <= names
     assert "alembic_version" not in names
@@ -53,7 +53,7 @@ def test_the_journal_shares_a_database_with_aodh_and_its_alembic_table(db_url):
     with engine.connect() as conn:
         aodh = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
         ours = conn.execute(sa.text(f"SELECT version_num FROM {journal.VERSION_TABLE}")).scalar()
-    assert (aodh, ours) == ("367aadf5485f", "0004")
+    assert (aodh, ours) == ("367aadf5485f", "0005")
 
 
 def test_a_journal_made_with_the_old_version_table_is_adopted(db_url):
@@ -71,11 +71,14 @@ def test_a_journal_made_with_the_old_version_table_is_adopted(db_url):
         conn.execute(sa.text("DROP INDEX ix_deliveries_alarm_key"))  # what 0004 adds
         conn.execute(sa.text("ALTER TABLE deliveries DROP COLUMN action_key"))
         conn.execute(sa.text("DROP TABLE journal_keys"))
+        conn.execute(sa.text("DROP TABLE endpoints"))  # what 0005 adds
+        conn.execute(sa.text("DROP INDEX ix_deliveries_endpoint"))
+        conn.execute(sa.text("ALTER TABLE deliveries DROP COLUMN endpoint"))
     journal.upgrade(db_url)
     with engine.connect() as conn:
         ours = conn.execute(sa.text(f"SELECT version_num FROM {journal.VERSION_TABLE}")).scalar()
         names = set(sa.inspect(conn).get_table_names())
-    assert ours == "0004" and "instances" in names and "alembic_version" not in names
+    assert ours == "0005" and "instances" in names and "alembic_version" not in names
 
 
 def test_deliveries_move_through_their_events(db_url):
@@ -192,9 +195,9 @@ class JournaledRun:
 def journaled(make_conf, tmp_path):
     runs = []
 
-    def make(**alarm_opts):
+    def make(health: dict | None = None, **alarm_opts):
         alarm_opts.setdefault("rest_notifier_timeout", 2)
-        conf = make_conf(alarm=alarm_opts)
+        conf = make_conf(alarm=alarm_opts, health=health)
         url = f"sqlite:///{tmp_path}/j{len(runs)}.sqlite"
         run = JournaledRun(conf, url)
         runs.append(run)
@@ -206,7 +209,9 @@ def journaled(make_conf, tmp_path):
 
 
 def test_a_waiting_retry_is_superseded_by_a_newer_transition(journaled, webhook):
-    run = journaled(rest_notifier_max_retries=3)
+    """Per-delivery retries (endpoint health off: its Retry-After would hold the
+    newer transition too; test_endpoint_health covers that)."""
+    run = journaled(rest_notifier_max_retries=3, health={"enabled": False})
     url = webhook.url("retry-after/3")  # first request: 503 + Retry-After 3, then 200
     (first,) = run.cast(url, "alarm", "flip")
     webhook.wait_for(url, 1)

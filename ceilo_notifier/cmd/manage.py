@@ -281,8 +281,11 @@ def set_endpoint(
     with the_journal.engine.connect() as conn:
         the_journal.clock.measure(conn)
     now = the_journal.clock.now()
+    if seconds is not None and seconds <= 0:
+        print(f"--for must be more than 0 seconds, not {seconds:g}", file=out)
+        return 2
     until = now + datetime.timedelta(seconds=seconds) if paused and seconds else None
-    the_journal.save_endpoint(
+    written = the_journal.save_endpoint(
         journal.EndpointRow(
             endpoint=endpoint,
             state=endpoint_states.PAUSED if paused else endpoint_states.CLOSED,
@@ -293,9 +296,17 @@ def set_endpoint(
             reason="paused by an operator" if paused else "resumed by an operator",
             changed_at=now,
             changed_by=the_journal.owner,
-        )
+        ),
+        operator=True,
     )
     shown = masking.escape_control(endpoint)
+    if not written:
+        print(f"{shown}: a newer change of its state is in the journal; try again", file=out)
+        return 1
+    if not paused:
+        # Rows of processes that are not running (or not yet synced) are due
+        # now too; a running process releases its own again when it follows.
+        the_journal.release_held(endpoint, everyone=True)
     if paused:
         print(f"{shown} paused" + (f" until {_when(until)}" if until else ""), file=out)
     else:

@@ -69,6 +69,9 @@ class DatabaseBackend(dispatchers.QueuedBackend):
                         count,
                         days,
                     )
+                # Endpoints no delivery can be held for any more (endpoints.py).
+                max_age = datetime.timedelta(seconds=self.conf.alarm.rest_notifier_retry_max_age)
+                self.journal.purge_endpoints(journal.utcnow() - max_age)
             except Exception as exc:
                 LOG.warning("Purging the journal failed (%s); trying again in an hour", exc)
             if self._stopped.wait(PURGE_INTERVAL):

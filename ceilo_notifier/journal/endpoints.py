@@ -48,16 +48,20 @@ class EndpointRow:
 
 
 class EndpointStates:
-    def save_endpoint(self, row: EndpointRow) -> None:
-        """Write an endpoint's state, unless a newer change of it is there already."""
+    def save_endpoint(self, row: EndpointRow, operator: bool = False) -> bool:
+        """Write an endpoint's state, unless a newer change of it is there already;
+        whether it was written. Only an operator's change (``operator``) replaces
+        a pause: a process's own judgement never ends one."""
         values = dataclasses.asdict(row)
         newer = sa.and_(
             endpoint_states.c.endpoint == row.endpoint,
             endpoint_states.c.changed_at < row.changed_at,
         )
+        if not operator:
+            newer = sa.and_(newer, endpoint_states.c.state != PAUSED)
         with self.engine.begin() as conn:
             if conn.execute(endpoint_states.update().where(newer).values(values)).rowcount:
-                return
+                return True
             exists = conn.execute(
                 sa.select(endpoint_states.c.endpoint).where(
                     endpoint_states.c.endpoint == row.endpoint
@@ -65,12 +69,26 @@ class EndpointStates:
             ).first()
             if exists is None:
                 conn.execute(endpoint_states.insert().values(values))
+                return True
+            return False
 
-    def endpoint_states(self, changed_after: datetime.datetime | None = None) -> list[EndpointRow]:
-        """Rows changed after a time; all held ones (not closed) without it."""
+    def endpoint_states(
+        self, changed_after: datetime.datetime | None = None, max_age: float | None = None
+    ) -> list[EndpointRow]:
+        """Rows changed after a time; without it, the held ones (not closed) that may
+        still hold a delivery (paused, or open less than ``max_age`` ago)."""
         query = sa.select(endpoint_states)
         if changed_after is None:
             query = query.where(endpoint_states.c.state != CLOSED)
+            if max_age is not None:
+                recent = self.clock.now() - datetime.timedelta(seconds=max_age)
+                query = query.where(
+                    sa.or_(
+                        endpoint_states.c.state == PAUSED,
+                        endpoint_states.c.until.is_(None),
+                        endpoint_states.c.until > recent,
+                    )
+                )
         else:
             query = query.where(endpoint_states.c.changed_at > changed_after)
         with self.engine.connect() as conn:
@@ -83,10 +101,10 @@ class EndpointStates:
         with self.engine.connect() as conn:
             return [EndpointRow.from_row(r) for r in conn.execute(query)]
 
-    def claim_probe(self, endpoint: str, stale: float) -> EndpointRow | None:
+    def claim_probe(self, endpoint: str, stale: float) -> tuple[bool, EndpointRow | None]:
         """Turn an open endpoint whose time is up (or a probe gone silent for ``stale``
-        seconds) ``half_open`` for this process; its new row if this call won. An
-        endpoint without a row is this process's to probe."""
+        seconds) ``half_open`` for this process: whether this call won, and the row
+        as it is now. An endpoint without a row is this process's to probe."""
         now = self.clock.now()
         due = sa.or_(
             sa.and_(endpoint_states.c.state == OPEN, endpoint_states.c.until <= now),
@@ -103,13 +121,11 @@ class EndpointStates:
                 .values(state=HALF_OPEN, since=now, changed_at=now, changed_by=self.owner)
             ).rowcount
             if not won:
-                exists = conn.execute(
-                    sa.select(endpoint_states.c.endpoint).where(
-                        endpoint_states.c.endpoint == endpoint
-                    )
+                current = conn.execute(
+                    sa.select(endpoint_states).where(endpoint_states.c.endpoint == endpoint)
                 ).first()
-                if exists is not None:
-                    return None
+                if current is not None:
+                    return False, EndpointRow.from_row(current)
                 # Its opening was never written (the journal was down then).
                 conn.execute(
                     endpoint_states.insert().values(
@@ -126,7 +142,7 @@ class EndpointStates:
             row = conn.execute(
                 sa.select(endpoint_states).where(endpoint_states.c.endpoint == endpoint)
             ).one()
-            return EndpointRow.from_row(row)
+            return True, EndpointRow.from_row(row)
 
     def release_held(self, endpoint: str, everyone: bool = False) -> int:
         """Make the deliveries parked for an endpoint due now (this owner's, or all)."""
@@ -155,6 +171,17 @@ class EndpointStates:
         )
         with self.engine.connect() as conn:
             return [Record.from_row(r) for r in conn.execute(query)]
+
+    def purge_endpoints(self, before: datetime.datetime) -> int:
+        """Forget endpoints closed, or open with no probe due, since before ``before``
+        (no delivery can be held for them any more); never a pause."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                endpoint_states.delete()
+                .where(endpoint_states.c.state != PAUSED)
+                .where(endpoint_states.c.changed_at < before)
+                .where(sa.or_(endpoint_states.c.until.is_(None), endpoint_states.c.until < before))
+            ).rowcount
 
     def waiting_for(self, endpoints: Iterable[str]) -> dict[str, int]:
         """Deliveries of all owners parked for each endpoint."""

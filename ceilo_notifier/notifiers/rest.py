@@ -103,7 +103,7 @@ def http_endpoint(action: parse.SplitResult) -> str | None:
     client normalises it, the port always written), or None if it has no host."""
     scheme = action.scheme.lower().removeprefix("trust+")
     try:
-        host = safety.client_host(action.hostname or "")
+        host = safety.client_host((action.hostname or "").rstrip("."))
         port = action.port or (443 if scheme == "https" else 80)
     except ValueError:
         return None
