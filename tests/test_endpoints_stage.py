@@ -186,3 +186,33 @@ def test_held_rows_are_released_for_their_endpoint_only(db_url):
     assert j.release_held("http://a:80") == 1
     due = j.parked_due(journal.utcnow() + datetime.timedelta(seconds=1), 10)
     assert [r.request_id for r in due] == [held["request_id"]]
+
+
+@pytest.mark.parametrize(
+    ("action", "endpoint"),
+    [
+        ("http://hooks.example/p?q=1", "http://hooks.example:80"),
+        ("https://u:secret@HOOKS.example.:8443/p", "https://hooks.example:8443"),
+        ("trust+https://trust-id:pw@hooks.example/p", "https://hooks.example:443"),
+        ("http://[::1]:8080/p", "http://[::1]:8080"),
+        ("https://bücher.example/p", "https://xn--bcher-kva.example:443"),
+    ],
+)
+def test_an_endpoint_is_the_scheme_host_and_port_connected_to(action, endpoint):
+    """One endpoint whatever the spelling, never a credential in its name."""
+    from urllib import parse
+
+    assert rest.http_endpoint(parse.urlsplit(action)) == endpoint
+
+
+def test_a_plugin_whose_endpoint_hook_raises_is_never_held():
+    from urllib import parse
+
+    from ceilo_notifier.delivery import endpoint_of
+
+    class Broken(_Plugin):
+        def endpoint(self, action):
+            raise SystemError("hostile plugin")
+
+    assert endpoint_of(Broken(), parse.urlsplit("http://h/p")) is None
+    assert endpoint_of(_Plugin(), parse.urlsplit("log://")) is None
