@@ -7,13 +7,14 @@ threads read its outcome once ``wait`` has returned.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import threading
 import uuid
 from urllib import parse
 
 from ceilo_notifier import events, masking, notifiers, shares
-from ceilo_notifier.notification import AlarmNotification
+from ceilo_notifier.notification import AlarmNotification, utc_timestamp
 
 # Guards the lazy creation of Delivery._done: few deliveries are ever waited for.
 _WAITERS_LOCK = threading.Lock()
@@ -139,6 +140,12 @@ class Delivery:
         self.timer = None  # the loop's handle while waiting for a retry
         self._announced = False
         self._done: threading.Event | None = None
+
+    def accepted_at(self, when: datetime.datetime) -> None:
+        """The journal accepted it at ``when`` (its ``created_at``): templates show
+        that time, on every retry and after a restart alike."""
+        self.accepted = when.timestamp()
+        self.notification = self.notification.for_delivery(self.request_id, utc_timestamp(when))
 
     @property
     def key(self) -> tuple[str, str]:

@@ -389,7 +389,7 @@ class Engine:
                 for delivery, (accepted, key) in zip(
                     deliveries, self.journal.record_new(rows), strict=True
                 ):
-                    delivery.accepted = accepted.timestamp()
+                    delivery.accepted_at(accepted)
                     delivery.action_key = key
                 if waited:
                     LOG.warning("Alarm %s: journaled after %.0f s", alarms, waited)
@@ -475,7 +475,7 @@ class Engine:
             if delivery is None:
                 continue
             delivery.attempt = record.attempts
-            delivery.accepted = record.created_at.timestamp()
+            delivery.accepted_at(record.created_at)
             delivery.action_key = record.action_key
             age = max(0.0, now - record.created_at.timestamp())
             if newest.get(record.key, record.created_at) > record.created_at:
