@@ -485,6 +485,46 @@ ENDPOINT_HEALTH_OPTS = [
     ),
 ]
 
+# Payload templates (ceilo_notifier.templates): operators' Jinja2, rendered in
+# worker processes with a deadline and a memory cap.
+TEMPLATES_OPTS = [
+    cfg.StrOpt(
+        "path",
+        help="Directory of the operator's payload templates: NAME.json.j2 (sent as "
+        "application/json, must render valid JSON) and NAME.txt.j2 (sent as "
+        "text/plain). Read once at start; a template with the name of a built-in "
+        "(slack, teams, googlechat, cloudevents) replaces it. Unset: the built-ins only.",
+    ),
+    cfg.IntOpt(
+        "max_body_bytes",
+        default=65536,
+        min=1,
+        help="Largest rendered body, in bytes; a render that makes more fails its "
+        "delivery (not retried).",
+    ),
+    cfg.FloatOpt(
+        "render_timeout",
+        default=1.0,
+        min=0.01,
+        help="Seconds a render may take; past it the render worker is killed and "
+        "replaced, and the delivery fails (not retried).",
+    ),
+    cfg.IntOpt(
+        "render_workers",
+        default=2,
+        min=1,
+        help="Render worker processes per service process, started on the first "
+        "render; renders beyond them wait for a free one.",
+    ),
+    cfg.IntOpt(
+        "render_memory_mb",
+        default=256,
+        min=64,
+        help="Address space a render worker may map, in MiB (RLIMIT_AS); a render "
+        "that needs more fails its delivery and the worker is replaced.",
+    ),
+]
+
 # Where the trust+ and zaqar plugins find services in the Keystone catalog,
 # beside keystoneauth's own [service_credentials] options (as in aodh).
 CATALOG_OPTS = [
@@ -520,6 +560,7 @@ ALL_GROUPS = (
     ("notifications", NOTIFICATIONS_OPTS),
     ("metrics", METRICS_OPTS),
     ("endpoint_health", ENDPOINT_HEALTH_OPTS),
+    ("templates", TEMPLATES_OPTS),
     ("service_credentials", CATALOG_OPTS),
     ("service_types", SERVICE_TYPES_OPTS),
 )
