@@ -7,8 +7,9 @@ dropped later by the service:
 ``validate(conf, url)``
     raises ``InvalidAction`` (a ``ValueError``) naming the cause: not a
     string, too long, not parsable, an unknown scheme (the installed ones
-    are listed), the scheme's own rules (``AlarmNotifier.validate``), or a
-    ``trust+`` URL that already carries a trust id.
+    are listed), the scheme's own rules (``AlarmNotifier.validate``), a
+    payload template (``ceilo-notifier-template``) that is not installed, or
+    a ``trust+`` URL that already carries a trust id.
 ``register(conf, urls, auth)``
     creates one Keystone trust from the user of ``auth`` (a keystoneauth
     plugin of the requesting user) to the service user of
@@ -37,7 +38,7 @@ from keystoneauth1 import session as ka_session
 from oslo_config import cfg
 from stevedore import extension
 
-from ceilo_notifier import keystone, masking, notifiers
+from ceilo_notifier import keystone, masking, notifiers, templates
 
 TRUST_PREFIX = "trust+"
 OWNER_MARK = "delete"
@@ -93,6 +94,7 @@ def _register_opts(conf: cfg.ConfigOpts) -> None:
     opts.register_missing(conf, opts.ALARM_OPTS, "alarm")
     keystone.register_opts(conf)
     opts.register_missing(conf, opts.CATALOG_OPTS, keystone.GROUP)
+    templates.register_opts(conf)
 
 
 def validate(conf: cfg.ConfigOpts, url: object) -> None:
@@ -111,6 +113,8 @@ def validate(conf: cfg.ConfigOpts, url: object) -> None:
         raise InvalidAction("a trust+ action cannot carry a trust id: register() creates the trust")
     try:
         plugin.validate(parsed)
+        if getattr(plugin, "supports_templates", False) is True:
+            templates.get(conf).check_action(parsed)
     except ValueError as exc:
         raise InvalidAction(str(exc)) from None
 

@@ -30,7 +30,7 @@ from typing import Any
 from oslo_config import cfg
 from oslo_log import log
 
-from ceilo_notifier import actions, events, journal, masking, notifiers
+from ceilo_notifier import actions, events, journal, masking, notifiers, templates
 from ceilo_notifier.delivery import Delivery
 from ceilo_notifier.notification import AlarmNotification
 
@@ -247,6 +247,7 @@ class ActionChecker:
         self.max_len = conf.alarm.max_action_length
         self.plugins = plugins
         self.announce = announce
+        self.templates = templates.get(conf)
 
     def check(
         self, notification: AlarmNotification, action: object, request_id: str | None = None
@@ -271,6 +272,11 @@ class ActionChecker:
         if plugin is None:
             cause = str(actions.unknown_scheme(url.scheme, self.plugins))
             return self._drop(alarm_id, masked, url.scheme, cause, request_id)
+        if getattr(plugin, "supports_templates", False) is True:
+            try:
+                self.templates.check_action(url)
+            except ValueError as exc:
+                return self._drop(alarm_id, masked, url.scheme, str(exc), request_id)
         return Delivery(notification, action.strip(), url, plugin, request_id)
 
     def _drop(

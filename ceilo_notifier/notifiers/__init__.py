@@ -93,6 +93,10 @@ class AlarmNotifier(abc.ABC):  # noqa: B024 - notify or notify_async, either one
     """
 
     attempt_timeout: float | None = None
+    # True when the plugin renders the payload template an action names
+    # (``ceilo-notifier-template=NAME``, ``ceilo_notifier.templates``): the
+    # name is then checked at intake and in ``actions.validate``.
+    supports_templates: bool = False
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf

@@ -46,13 +46,15 @@ from oslo_config import cfg
 from oslo_log import log
 from oslo_utils import strutils
 
-from ceilo_notifier import limits, masking, notifiers, pools, version
+from ceilo_notifier import limits, masking, notifiers, pools, templates, version
 from ceilo_notifier.notification import AlarmNotification
 from ceilo_notifier.notifiers import proxies, resolver, safety
 
 LOG = log.getLogger(__name__)
 
 VERIFY_PARAMS = ("ceilometer-alarm-ssl-verify", "aodh-alarm-ssl-verify")
+# Control parameters: never sent to the receiver.
+CONTROL_PARAMS = (*VERIFY_PARAMS, templates.PARAM)
 RETRYABLE_STATUS = notifiers.RETRYABLE_STATUS
 MAX_BODY_READ = 1024
 
@@ -76,8 +78,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 def split_action(action: parse.SplitResult) -> tuple[str, tuple[str, str] | None, bool | None]:
     """Return (URL to request, basic auth, per-URL verify override).
 
-    The userinfo and the verify control parameters are removed from the URL,
-    so neither reaches the receiver in the request line.
+    The userinfo and the control parameters (verify, template) are removed
+    from the URL, so none reaches the receiver in the request line.
     """
     auth = None
     netloc = action.netloc
@@ -90,7 +92,7 @@ def split_action(action: parse.SplitResult) -> tuple[str, tuple[str, str] | None
     for key, value in parse.parse_qsl(action.query, keep_blank_values=True):
         if key in VERIFY_PARAMS:
             verify = strutils.bool_from_string(value, default=True)
-        else:
+        elif key not in CONTROL_PARAMS:
             query.append((key, value))
     url = parse.urlunsplit(
         (action.scheme, netloc, action.path or "/", parse.urlencode(query), action.fragment)
@@ -172,11 +174,19 @@ def tls_context(conf: cfg.ConfigOpts, verify: bool) -> ssl.SSLContext:
 
 
 class RestAlarmNotifier(notifiers.AlarmNotifier):
-    """POSTs with aiohttp on the engine's event loop."""
+    """POSTs with aiohttp on the engine's event loop.
+
+    With ``ceilo-notifier-template=NAME`` in the action's query the body is
+    that template's rendering, with its content type (``templates``); a render
+    that fails fails the delivery at once, before any token or connection.
+    """
+
+    supports_templates = True
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         super().__init__(conf)
         opts = conf.alarm
+        self.templates = templates.get(conf)
         self.policy = safety.AddressPolicy(
             opts.rest_notifier_denied_networks, opts.rest_notifier_allowed_networks
         )
@@ -250,9 +260,14 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
             self._client = session
         return session
 
-    def headers(self, notification: AlarmNotification, body: bytes) -> dict[str, str]:
+    def headers(
+        self,
+        notification: AlarmNotification,
+        body: bytes,
+        content_type: str = "application/json",
+    ) -> dict[str, str]:
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": content_type,
             "X-OpenStack-Request-Id": notification.request_id or "",
             "User-Agent": self.user_agent,
         }
@@ -293,7 +308,29 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         except pools.Overdue as exc:
             raise notifiers.NotReached(f"Keystone token: {exc}") from None
 
+    async def payload(
+        self, action: parse.SplitResult, notification: AlarmNotification
+    ) -> tuple[bytes, str]:
+        """The request's body and content type: the default JSON document, or
+        the rendering of the template the action names.
+
+        :raises DeliveryError: the template failed (not retried: a render
+            fails the same way again).
+        """
+        name = templates.name_of(action)
+        if name is None:
+            return json.dumps(notification.body()).encode(), "application/json"
+        try:
+            rendered = await self.templates.render_async(name, notification)
+        except templates.TemplateError as exc:
+            shown = masking.escape_control(name[:100])
+            raise notifiers.DeliveryError(
+                f"template '{shown}' failed: {masking.escape_control(str(exc))}"
+            ) from None
+        return rendered.body, rendered.content_type
+
     async def notify_async(self, action: parse.SplitResult, notification: AlarmNotification) -> int:
+        body, content_type = await self.payload(action, notification)
         url, auth, verify, extra_headers = await self._target(action)
         try:
             # Parsed once, as aiohttp parses it, and handed to it as it is: the
@@ -307,8 +344,7 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         except safety.TargetDenied as exc:
             raise notifiers.DeliveryError(f"target refused: {exc}") from None
         target = parse.urlsplit(str(client_url))
-        body = json.dumps(notification.body()).encode()
-        headers = {**self.headers(notification, body), **extra_headers}
+        headers = {**self.headers(notification, body, content_type), **extra_headers}
         if auth is not None:
             headers["Authorization"] = aiohttp.encode_basic_auth(*auth)
         if verify is None:
@@ -412,6 +448,7 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
 
     def close(self) -> None:
         self.target_pool.close()
+        self.templates.close()
 
     async def close_async(self) -> None:
         session, self._client = self._client, None
