@@ -36,7 +36,6 @@ from keystoneauth1 import loading as ka_loading
 from keystoneauth1 import plugin as ka_plugin
 from keystoneauth1 import session as ka_session
 from oslo_config import cfg
-from stevedore import extension
 
 from ceilo_notifier import keystone, masking, notifiers, templates
 
@@ -49,10 +48,17 @@ class InvalidAction(ValueError):
 
 
 @functools.cache
-def installed() -> dict[str, type[notifiers.AlarmNotifier]]:
-    """The installed notifier plugin classes, by scheme (none is instantiated)."""
-    manager = extension.ExtensionManager(notifiers.NAMESPACE, invoke_on_load=False)
-    return {ext.name: ext.plugin for ext in manager}
+def _defaults() -> dict[str, type[notifiers.AlarmNotifier]]:
+    return notifiers.plugin_classes(None, on_load_failure=None)
+
+
+def installed(conf: cfg.ConfigOpts | None = None) -> dict[str, type[notifiers.AlarmNotifier]]:
+    """The installed notifier plugin classes, by scheme (none is instantiated):
+    the ``ceilo_notifier.notifier`` plugins and the schemes plugin providers
+    enable with ``conf`` (their defaults without it)."""
+    if conf is None:
+        return _defaults()
+    return notifiers.plugin_classes(conf, on_load_failure=None)
 
 
 def parse(action: object, max_length: int) -> urlparse.SplitResult:
@@ -84,8 +90,20 @@ def parse(action: object, max_length: int) -> urlparse.SplitResult:
     return url
 
 
-def unknown_scheme(scheme: str, known: Iterable[str]) -> InvalidAction:
-    return InvalidAction(f"unknown scheme {scheme!r} (installed: {', '.join(sorted(known))})")
+def unknown_scheme(scheme: str, known: dict[str, object]) -> InvalidAction:
+    """The error of a scheme no plugin serves: the plugins' schemes listed, a
+    provider's (a few hundred Apprise services) counted."""
+    own, provided = [], {}
+    for name, plugin in known.items():
+        provider = getattr(plugin, "provider", None)
+        if provider is None:
+            own.append(name)
+        else:
+            provided[provider] = provided.get(provider, 0) + 1
+    listed = ", ".join(sorted(own))
+    for provider, count in sorted(provided.items()):
+        listed += f"; and {count} {provider} services"
+    return InvalidAction(f"unknown scheme {scheme!r} (installed: {listed})")
 
 
 def _register_opts(conf: cfg.ConfigOpts) -> None:
@@ -105,7 +123,7 @@ def validate(conf: cfg.ConfigOpts, url: object) -> None:
     _register_opts(conf)
     parsed = parse(url, conf.alarm.max_action_length)
     scheme = parsed.scheme.lower()
-    plugins = installed()
+    plugins = installed(conf)
     plugin = plugins.get(scheme)
     if plugin is None:
         raise unknown_scheme(parsed.scheme, plugins)

@@ -42,7 +42,6 @@ from collections.abc import Iterable, Sequence
 
 from oslo_config import cfg
 from oslo_log import log
-from stevedore import extension
 
 from ceilo_notifier import (
     announce,
@@ -90,18 +89,20 @@ class JournalUnavailable(Exception):
 
 
 def load_plugins(conf: cfg.ConfigOpts) -> dict[str, notifiers.AlarmNotifier]:
-    """Every installed notifier plugin, by URL scheme."""
-
-    def failed(_manager, entrypoint, exc):
-        LOG.error("Notifier plugin %s could not be loaded: %s", entrypoint, exc)
-
-    manager = extension.ExtensionManager(
-        notifiers.NAMESPACE,
-        invoke_on_load=True,
-        invoke_args=(conf,),
-        on_load_failure_callback=failed,
-    )
-    return {ext.name: ext.obj for ext in manager}
+    """Every installed notifier plugin, by URL scheme (``notifiers.plugin_classes``:
+    providers' schemes too); one instance per class, whatever its schemes."""
+    instances: dict[type, notifiers.AlarmNotifier | None] = {}
+    plugins = {}
+    for scheme, cls in notifiers.plugin_classes(conf).items():
+        if cls not in instances:
+            try:
+                instances[cls] = cls(conf)
+            except Exception as exc:  # noqa: BLE001 - a third party's plugin
+                LOG.error("Notifier plugin %s could not be loaded: %s", scheme, exc)
+                instances[cls] = None
+        if instances[cls] is not None:
+            plugins[scheme] = instances[cls]
+    return plugins
 
 
 class _ParkedKeys:

@@ -5,6 +5,11 @@ strings). Everything that logs or records an action goes through
 ``mask_url``; ``MaskingFilter`` is the safety net for any other log line.
 The same filter escapes control characters, so that no caller can forge a
 log line with a newline in an alarm name, a reason or an action.
+
+Schemes whose secrets these rules cannot find (an Apprise service's tokens
+are path segments: ``slack://T000/B000/XXXX``) are masked by their plugin:
+``register_scheme_mask`` (called as plugins are loaded) makes ``mask_url``
+hand such a URL to it.
 """
 
 from __future__ import annotations
@@ -100,9 +105,33 @@ def _mask_userinfo(match: re.Match) -> str:
     return f"{scheme}{userinfo}@"
 
 
+# Scheme (lower case) -> the function that masks a URL of it wholly.
+_SCHEME_MASKS: dict[str, Callable[[str], str]] = {}
+_SCHEME = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*):")
+
+
+def register_scheme_mask(schemes: list[str] | set[str], mask: Callable[[str], str]) -> None:
+    """Have ``mask_url`` hand the URLs of these schemes to ``mask``, which must
+    return them with every secret masked (and must not raise)."""
+    for scheme in schemes:
+        _SCHEME_MASKS[scheme.lower()] = mask
+
+
+def unregister_scheme_masks(schemes) -> None:
+    """Mask these schemes by the rules above again (a plugin of their own serves them)."""
+    for scheme in schemes:
+        _SCHEME_MASKS.pop(scheme.lower(), None)
+
+
 def mask_url(url: object) -> str:
     """Return url with its password, trust id and secret query values masked."""
-    return _mask_url(str(url), nested=False)
+    text = str(url)
+    if _SCHEME_MASKS:
+        match = _SCHEME.match(text)
+        mask = _SCHEME_MASKS.get(match.group(1).lower()) if match else None
+        if mask is not None:
+            return mask(text)
+    return _mask_url(text, nested=False)
 
 
 def _mask_url(text: str, nested: bool) -> str:

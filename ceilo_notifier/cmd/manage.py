@@ -223,14 +223,15 @@ def check_actions(conf: cfg.ConfigOpts, urls: Sequence[str], out=None) -> int:
     out = out or sys.stdout
     invalid = 0
     for url in urls:
-        shown = masking.escape_control(masking.mask_url(url))
         try:
             actions.validate(conf, url)
         except actions.InvalidAction as exc:
+            # Masked after validate: a plugin provider masks its schemes, once loaded.
+            shown = masking.escape_control(masking.mask_url(url))
             invalid += 1
             print(f"invalid  {shown}: {masking.escape_control(str(exc))}", file=out)
         else:
-            print(f"ok  {shown}", file=out)
+            print(f"ok  {masking.escape_control(masking.mask_url(url))}", file=out)
     return 1 if invalid else 0
 
 

@@ -5,19 +5,45 @@ journal or retries: it raises ``RetryableError`` and the engine decides when
 (and whether) to try again. A plugin implements the blocking ``notify``
 (run in a bounded thread pool) or the coroutine ``notify_async`` (run on the
 engine's event loop, for plugins whose attempts mostly wait on the network).
+
+Where plugins come from. Two entry-point namespaces, and the service knows
+no plugin by name:
+
+``ceilo_notifier.notifier``
+    one plugin class per scheme (``http = ...:RestAlarmNotifier``), as
+    aodh's notifiers are registered;
+``ceilo_notifier.notifier_providers``
+    *plugin providers*: callables ``provider(conf) -> {scheme: class}`` for
+    a family of schemes too large or too variable to list one by one (every
+    service a library knows). ``conf`` is None where there is no
+    configuration (the scheme label of a metric): the provider's defaults
+    then. Apprise is the first (``notifiers.destinations``).
+
+``plugin_classes(conf)`` merges them, a scheme of the first namespace
+winning over a provider's, and is what ``engine.load_plugins`` (one
+instance per class), ``actions.installed`` (validation, metric labels) and
+``ceilo-notifier-manage check-action`` use. A provider that fails to load is
+one ERROR line; the other plugins serve.
 """
 
 from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Callable
 from urllib import parse
 
 from oslo_config import cfg
+from oslo_log import log
+from stevedore import extension
 
+from ceilo_notifier import masking
 from ceilo_notifier.notification import AlarmNotification
 
 NAMESPACE = "ceilo_notifier.notifier"
+PROVIDERS_NAMESPACE = "ceilo_notifier.notifier_providers"
+
+LOG = log.getLogger(__name__)
 
 
 class DeliveryError(Exception):
@@ -97,6 +123,9 @@ class AlarmNotifier(abc.ABC):  # noqa: B024 - notify or notify_async, either one
     # (``ceilo-notifier-template=NAME``, ``ceilo_notifier.templates``): the
     # name is then checked at intake and in ``actions.validate``.
     supports_templates: bool = False
+    # Set by the classes a plugin provider gives (its name, for people): the
+    # schemes of a provider are counted, not listed, in "unknown scheme".
+    provider: str | None = None
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
@@ -140,3 +169,33 @@ class AlarmNotifier(abc.ABC):  # noqa: B024 - notify or notify_async, either one
 
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release connections; called once when the service stops."""
+
+
+def _load_failed(_manager, entrypoint, exc) -> None:
+    LOG.error("Notifier plugin %s could not be loaded: %s", entrypoint, exc)
+
+
+def plugin_classes(
+    conf: cfg.ConfigOpts | None = None,
+    on_load_failure: Callable | None = _load_failed,
+) -> dict[str, type[AlarmNotifier]]:
+    """Every notifier plugin class by scheme: providers' first, then the
+    ``ceilo_notifier.notifier`` plugins, which win on a scheme both serve."""
+    classes: dict[str, type[AlarmNotifier]] = {}
+    providers = extension.ExtensionManager(
+        PROVIDERS_NAMESPACE, invoke_on_load=False, on_load_failure_callback=on_load_failure
+    )
+    for ext in sorted(providers, key=lambda e: e.name):
+        try:
+            provided = ext.plugin(conf)
+        except Exception as exc:  # noqa: BLE001 - a third party's provider
+            LOG.error("Notifier plugin provider %s failed: %s", ext.name, exc)
+            continue
+        classes.update({str(scheme).lower(): cls for scheme, cls in dict(provided).items()})
+    plugins = extension.ExtensionManager(
+        NAMESPACE, invoke_on_load=False, on_load_failure_callback=on_load_failure
+    )
+    classes.update({ext.name: ext.plugin for ext in plugins})
+    # A provider masks its schemes' URLs (masking.register_scheme_mask), not these.
+    masking.unregister_scheme_masks([ext.name for ext in plugins])
+    return classes
