@@ -75,6 +75,16 @@ def endpoint_of(plugin: notifiers.AlarmNotifier, url: parse.SplitResult) -> str 
     return endpoint
 
 
+def _host_of(endpoint: str | None) -> str | None:
+    """The host of a ``scheme://host:port`` endpoint, or None."""
+    if not endpoint:
+        return None
+    try:
+        return parse.urlsplit(endpoint).hostname
+    except ValueError:
+        return None
+
+
 class Delivery:
     """One notification on its way to one action."""
 
@@ -121,9 +131,15 @@ class Delivery:
         # Deliveries of one share (shares.share_of) share its slots and its turn.
         # A scheme without a host (zaqar://, trust+heat://, log://) calls one
         # service the operator chose: its share is the scheme's, as before.
-        self.share = shares.share_of(url.hostname) or f"{url.scheme.lower()}:"
         self.plugin = plugin
         self.endpoint = endpoint_of(plugin, url)
+        # The host connected to where the plugin says it: an Apprise service's
+        # URL names no host (slack://TOKEN/...), its endpoint does. A provider's
+        # plugin without one shares its scheme's: its URL's "host" may be a token.
+        host = _host_of(self.endpoint)
+        if host is None and getattr(plugin, "provider", None) is None:
+            host = url.hostname
+        self.share = shares.share_of(host) or f"{url.scheme.lower()}:"
         self.held = False  # waiting for its endpoint (endpoints.py), not for a retry
         self.attempt = attempt
         self.first_attempt: float | None = None

@@ -553,6 +553,26 @@ SERVICE_TYPES_OPTS = [
     ),
 ]
 
+# Apprise services as actions (ceilo_notifier.notifiers.destinations).
+APPRISE_OPTS = [
+    cfg.ListOpt(
+        "schemes",
+        help="The Apprise URL schemes that are actions (slack, workflow, pagerduty, "
+        "mailto...). Unset: every Apprise service that sends to a remote server. "
+        "Schemes that act on the notifier's own host (desktop notifications, "
+        "syslog, rsyslog, devices) are never actions, whatever this lists; a "
+        "ceilo_notifier.notifier plugin of the same scheme wins over Apprise.",
+    ),
+    cfg.IntOpt(
+        "pool_size",
+        default=16,
+        min=1,
+        help="Threads that run Apprise's blocking requests; an attempt that finds "
+        "them all busy until rest_notifier_timeout is retried, so that a hung "
+        "service holds these threads and no other plugin's.",
+    ),
+]
+
 ALL_GROUPS = (
     (None, DEFAULT_OPTS),
     ("alarm", ALARM_OPTS),
@@ -563,6 +583,7 @@ ALL_GROUPS = (
     ("templates", TEMPLATES_OPTS),
     ("service_credentials", CATALOG_OPTS),
     ("service_types", SERVICE_TYPES_OPTS),
+    ("apprise", APPRISE_OPTS),
 )
 
 

@@ -25,7 +25,8 @@ PRESIGNED = (
     "zaqar://?queue_name=q&project_id=p&paths=/v2/queues/q/messages&methods=POST"
     "&expires=2030-01-01T00:00:00&signature=topsecret"
 )
-INSTALLED = "http, https, log, test, trust+heat, trust+http, trust+https, trust+zaqar, zaqar"
+OWN = "http, https, log, test, trust+heat, trust+http, trust+https, trust+zaqar, zaqar"
+INSTALLED = f"{OWN}; and {len(actions.installed()) - 9} Apprise services"
 
 
 def bare_conf(config_file: Path | None = None) -> cfg.ConfigOpts:
