@@ -93,17 +93,9 @@ def parse(action: object, max_length: int) -> urlparse.SplitResult:
 def unknown_scheme(scheme: str, known: dict[str, object]) -> InvalidAction:
     """The error of a scheme no plugin serves: the plugins' schemes listed, a
     provider's (a few hundred Apprise services) counted."""
-    own, provided = [], {}
-    for name, plugin in known.items():
-        provider = getattr(plugin, "provider", None)
-        if provider is None:
-            own.append(name)
-        else:
-            provided[provider] = provided.get(provider, 0) + 1
-    listed = ", ".join(sorted(own))
-    for provider, count in sorted(provided.items()):
-        listed += f"; and {count} {provider} services"
-    return InvalidAction(f"unknown scheme {scheme!r} (installed: {listed})")
+    return InvalidAction(
+        f"unknown scheme {scheme!r} (installed: {notifiers.describe_schemes(known)})"
+    )
 
 
 def _register_opts(conf: cfg.ConfigOpts) -> None:

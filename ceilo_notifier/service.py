@@ -13,7 +13,7 @@ from oslo_config import cfg
 from oslo_log import log
 from oslo_service.backend import base
 
-from ceilo_notifier import dispatchers, engine, journal, metrics, rpc, takeover
+from ceilo_notifier import dispatchers, engine, journal, metrics, notifiers, rpc, takeover
 from ceilo_notifier.consumers import notifications
 from ceilo_notifier.consumers import rpc as rpc_consumer
 from ceilo_notifier.dispatchers import database
@@ -113,7 +113,7 @@ class NotifierService(base.ServiceBase):
             self.conf.control_exchange,
             self.executor,
             prefetch or "unlimited",
-            ", ".join(sorted(self.engine.plugins)),
+            notifiers.describe_schemes(self.engine.plugins),
         )
 
     def stop(self, graceful: bool = True) -> None:

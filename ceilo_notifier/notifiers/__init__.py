@@ -171,6 +171,23 @@ class AlarmNotifier(abc.ABC):  # noqa: B024 - notify or notify_async, either one
         """Release connections; called once when the service stops."""
 
 
+def describe_schemes(known: dict[str, object]) -> str:
+    """The schemes of plugins (classes or instances), for people: the
+    ``ceilo_notifier.notifier`` ones listed, a provider's counted
+    (``http, https, log; and 244 Apprise services``)."""
+    own, provided = [], {}
+    for name, plugin in known.items():
+        provider = getattr(plugin, "provider", None)
+        if provider is None:
+            own.append(name)
+        else:
+            provided[provider] = provided.get(provider, 0) + 1
+    listed = ", ".join(sorted(own))
+    for provider, count in sorted(provided.items()):
+        listed += f"; and {count} {provider} services"
+    return listed
+
+
 def _load_failed(_manager, entrypoint, exc) -> None:
     LOG.error("Notifier plugin %s could not be loaded: %s", entrypoint, exc)
 
