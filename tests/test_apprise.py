@@ -158,6 +158,24 @@ def test_json_form_and_ntfy_carry_the_alarm(run, receiver):
     assert NAME in sent["title"] and REASON in sent["message"]
 
 
+def test_a_template_renders_the_body_of_an_apprise_action(run, receiver):
+    """``ceilo-notifier-template`` on an Apprise action: the rendered template is the
+    message (the control parameter never reaches the service); an unknown one is
+    refused at intake while the other action of the alarm goes."""
+    port = receiver.port
+    path = uuid.uuid4().hex[:8]
+    templated = f"json://{ALLOWED}:{port}/ok/t-{path}?ceilo-notifier-template=cloudevents"
+    unknown = f"json://{ALLOWED}:{port}/ok/u-{path}?ceilo-notifier-template=nope"
+    r = run(**SAFE)
+    deliveries = r.deliver([templated, unknown], alarm_name=NAME)
+    assert [d.outcome for d in deliveries] == [events.DELIVERED], [d.error for d in deliveries]
+    (got,) = receiver.wait_for(templated)
+    assert "ceilo-notifier-template" not in got.path and not got.query
+    event = json.loads(got.json()["message"])
+    assert event["id"] == deliveries[0].request_id and event["data"]["alarm_name"] == NAME
+    assert receiver.requests_for(unknown) == []
+
+
 def test_mail_subject_is_the_title(run, mailbox):
     to = f"ops-{uuid.uuid4().hex[:6]}@example.org"
     action = f"mailto://{ALLOWED}:{mailbox.port}?to={to}&from=alarms@example.org"

@@ -76,7 +76,7 @@ from urllib import parse
 from oslo_config import cfg
 from oslo_log import log
 
-from ceilo_notifier import masking, notifiers
+from ceilo_notifier import masking, notifiers, templates
 from ceilo_notifier.notification import AlarmNotification
 from ceilo_notifier.notifiers import egress, safety
 
@@ -374,6 +374,7 @@ class AppriseNotifier(notifiers.AlarmNotifier):
     """Every Apprise service: one instance serves all the schemes ``provide`` gives."""
 
     provider = "Apprise"
+    supports_templates = True
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         super().__init__(conf)
@@ -387,6 +388,7 @@ class AppriseNotifier(notifiers.AlarmNotifier):
         self.attempt_timeout = self.timeout + 1.0
         self.threads = conf.apprise.pool_size
         self.pool = futures.ThreadPoolExecutor(self.threads, thread_name_prefix="apprise")
+        self.templates = templates.get(conf)
         egress.install()
         _apprise()
 
@@ -420,22 +422,22 @@ class AppriseNotifier(notifiers.AlarmNotifier):
         ]
         return title, "\n".join(lines)
 
-    def _prepare(self, action: parse.SplitResult, n: AlarmNotification) -> tuple[str, str, str]:
-        """(Apprise URL, title, body) of an attempt."""
-        url = action.geturl()
+    async def _prepare(
+        self, action: parse.SplitResult, n: AlarmNotification
+    ) -> tuple[str, str, str]:
+        """(Apprise URL, title, body) of an attempt: the body is the rendering of
+        the template the action names, if it names one (its control parameter
+        never reaches Apprise)."""
         title, body = self.message(n)
-        # PAYLOAD TEMPLATES (SPEC 16) plug in here, once the templates package
-        # has landed: with ``templates = Templates(conf)`` made in __init__,
-        #     name = templates.name_of(action)
-        #     url = templates.strip(action)  # the control parameter never reaches Apprise
-        #     if name: body = templates.render(name, n).body.decode()
-        # (TemplateError -> notifiers.DeliveryError: fails at once, not retried).
-        return url, title, body
+        rendered = await self.templates.payload_of(action, n)
+        if rendered is None:
+            return action.geturl(), title, body
+        return templates.strip(action).geturl(), title, rendered.body.decode("utf-8")
 
     async def notify_async(
         self, action: parse.SplitResult, notification: AlarmNotification
     ) -> None:
-        url, title, body = self._prepare(action, notification)
+        url, title, body = await self._prepare(action, notification)
         kind = _NOTIFY_TYPES.get((notification.current or "").lower(), "info")
         deadline = time.monotonic() + self.timeout
         running = self.pool.submit(self._attempt, url, title, body, kind, deadline)
@@ -449,7 +451,7 @@ class AppriseNotifier(notifiers.AlarmNotifier):
 
     def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> None:
         """Blocking form, for callers without the engine's loop."""
-        url, title, body = self._prepare(action, notification)
+        url, title, body = asyncio.run(self._prepare(action, notification))
         kind = _NOTIFY_TYPES.get((notification.current or "").lower(), "info")
         running = self.pool.submit(
             self._attempt, url, title, body, kind, time.monotonic() + self.timeout
@@ -539,6 +541,7 @@ class AppriseNotifier(notifiers.AlarmNotifier):
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.templates.close()
 
 
 def _message(record: logging.LogRecord) -> str:

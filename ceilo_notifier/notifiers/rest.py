@@ -317,16 +317,9 @@ class RestAlarmNotifier(notifiers.AlarmNotifier):
         :raises DeliveryError: the template failed (not retried: a render
             fails the same way again).
         """
-        name = templates.name_of(action)
-        if name is None:
+        rendered = await self.templates.payload_of(action, notification)
+        if rendered is None:
             return json.dumps(notification.body()).encode(), "application/json"
-        try:
-            rendered = await self.templates.render_async(name, notification)
-        except templates.TemplateError as exc:
-            shown = masking.escape_control(name[:100])
-            raise notifiers.DeliveryError(
-                f"template '{shown}' failed: {masking.escape_control(str(exc))}"
-            ) from None
         return rendered.body, rendered.content_type
 
     async def notify_async(self, action: parse.SplitResult, notification: AlarmNotification) -> int:

@@ -64,7 +64,7 @@ from urllib import parse
 from oslo_config import cfg
 from oslo_log import log
 
-from ceilo_notifier import masking
+from ceilo_notifier import masking, notifiers
 from ceilo_notifier.notification import AlarmNotification, utc_timestamp
 from ceilo_notifier.templates import sandbox, worker
 
@@ -424,6 +424,25 @@ class Templates:
         """``render`` from the event loop, in threads of its own (one per worker)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor(), self.render, name, notification)
+
+    async def payload_of(
+        self, action: parse.SplitResult, notification: AlarmNotification
+    ) -> Rendered | None:
+        """The rendering of the template an action names, or None if it names none.
+
+        :raises notifiers.DeliveryError: the render failed (final: it fails the
+            same way again), naming the template.
+        """
+        name = name_of(action)
+        if name is None:
+            return None
+        try:
+            return await self.render_async(name, notification)
+        except TemplateError as exc:
+            shown = masking.escape_control(name[:100])
+            raise notifiers.DeliveryError(
+                f"template '{shown}' failed: {masking.escape_control(str(exc))}"
+            ) from None
 
     def _executor(self) -> futures.ThreadPoolExecutor:
         """The render threads of this process (made on first use, again after a fork)."""
