@@ -28,6 +28,31 @@ def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
+# The test modules that start the real Keystone (and the Zaqar and Heat on it).
+REAL_KEYSTONE_MODULES = frozenset(
+    f"tests/{name}.py" for name in ("test_actions", "test_heat", "test_trust", "test_zaqar")
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With pytest-xdist's ``--dist loadfile`` (tools/run-tests.sh): each module runs
+    whole in one worker, so its module fixtures are made once, and the modules of
+    the real Keystone all in the same worker, so that a run starts one Keystone.
+    Every session fixture is made once per worker: a vhost, a schema, a webhook
+    of its own each."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "real-keystone" if module in REAL_KEYSTONE_MODULES else module
+
+    return ByModule(config, log)
+
+
 @pytest.fixture(scope="session")
 def rabbit_url():
     """A vhost of this test run, removed at the end; its transport URL."""
