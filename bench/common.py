@@ -328,13 +328,17 @@ class Proc:
 class SinkProc:
     """The webhook (sink.py): `ports` webhook hosts, on 127.0.0.1, 127.0.0.2…"""
 
-    def __init__(self, workdir: Path, ports: int = 3, delay: float = 1.0):
+    def __init__(self, workdir: Path, ports: int = 3, delay: float = 1.0,
+                 narrow_limit: int = 4, narrow_delay: float = 0.05):  # fmt: skip
         self.proc = Proc(
-            [PY, str(BENCH / "sink.py"), "--ports", str(ports), "--delay", str(delay)],
+            [PY, str(BENCH / "sink.py"), "--ports", str(ports), "--delay", str(delay),
+             "--narrow-limit", str(narrow_limit), "--narrow-delay", str(narrow_delay)],
             workdir / "sink.log",
             stdout_pipe=True,
-        )
+        )  # fmt: skip
         self.delay = delay
+        self.narrow_limit = narrow_limit
+        self.narrow_delay = narrow_delay
         ev = self.proc.events.get(timeout=15)
         if not ev or "ports" not in ev:
             raise RuntimeError(f"sink did not start:\n{self.proc.tail()}")
@@ -353,8 +357,13 @@ class SinkProc:
         return self.stats()["count"]
 
     def records(self, mode: str = "") -> list[list]:
-        """[[arrival, path, alarm_id, sent, request_id], ...], of /<mode>/ only if given"""
+        """[[arrival, path, alarm_id, sent, request_id, status, in_flight], ...], of
+        /<mode>/ only if given"""
         return self._call(f"/_records?mode={mode}" if mode else "/_records")["records"]
+
+    def outage(self, start: float, until: float) -> None:
+        """/outage/ answers 503 to requests arriving (time.time()) in [start, until)."""
+        self._call(f"/_outage?from={start!r}&until={until!r}", "POST")
 
     def reset(self) -> None:
         self._call("/_reset", "POST")

@@ -11,21 +11,35 @@ What a request gets depends on its path:
     /delay/...   200 after --delay seconds (1 s by default)
     /hang/...    the request is read and recorded, and never answered; the
                  connection stays open until POST /_release or the sink stops
+    /outage/...  503 while the outage window set by POST /_outage is on, else
+                 200 at once (a receiver that goes down and comes back)
+    /narrow/...  a receiver of limited capacity: at most --narrow-limit (4)
+                 requests of its port in flight at once, each answered 200
+                 after --narrow-delay seconds (0.05); one more is answered 429
+                 at once (no Retry-After)
 
 Control paths (never recorded):
 
     GET  /_stats     {"count": N, "hung": open hung requests,
                       "modes": {"ok": N, "delay": N, "hang": N}}
-    GET  /_records   {"records": [[arrival, path, alarm_id, sent, request_id], ...]}
+    GET  /_records   {"records": [[arrival, path, alarm_id, sent, request_id,
+                                  status, in_flight], ...]}
                      arrival is time.time() when the request was fully read;
                      sent is reason_data["sent"] of the body (the cast time);
-                     /_records?mode=ok: only those of /ok/ (or delay, hang)
-    POST /_reset     forget every record, /hang/ hangs again
+                     status is the answer's (null for /hang/); in_flight is how
+                     many requests of /narrow/ on that port were open when it
+                     arrived, itself included (null for other paths);
+                     /_records?mode=ok: only those of /ok/ (or delay, hang, ...)
+    POST /_reset     forget every record, /hang/ hangs again, no outage window
+    POST /_outage?from=T1&until=T2
+                     /outage/ answers 503 to requests arriving at time.time()
+                     in [T1, T2)
     POST /_release   close every hung connection, and from now on close the
                      connection of every /hang/ request at once (so that a
                      notifier retrying them can stop without waiting)
 
-Run: ``python bench/sink.py [--ports 2] [--delay 1.0]``; it prints one JSON
+Run: ``python bench/sink.py [--ports 2] [--delay 1.0] [--narrow-limit 4]
+[--narrow-delay 0.05]``; it prints one JSON
 line ``{"ports": [...]}`` once it listens, and stops on SIGTERM or SIGINT.
 Each port serves every path; a second port is a second webhook *host* for the
 notifier (its per-host limits count host and port).
@@ -55,11 +69,21 @@ def _response(status: str, payload: bytes) -> bytes:
     ).encode() + payload
 
 
+_NARROW_FULL = _response("429 Too Many Requests", b"{}")
+_DOWN = _response("503 Service Unavailable", b"{}")
+
+
 class Sink:
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, narrow_limit: int = 4, narrow_delay: float = 0.05) -> None:
         self.delay = delay
-        # (arrival, path, headers, body) as bytes; decoded only by records().
-        self.records: list[tuple[float, bytes, bytes, bytes]] = []
+        self.narrow_limit = narrow_limit
+        self.narrow_delay = narrow_delay
+        # /narrow/ requests open per port (index of the listening socket)
+        self.narrow_open: dict[int, int] = {}
+        # [from, until) of /outage/'s 503s
+        self.outage = (0.0, 0.0)
+        # (arrival, path, headers, body, status, in_flight); decoded only by records().
+        self.records: list[tuple] = []
         self.hung: set[_Conn] = set()
         self.hung_requests = 0
         self.released = False
@@ -68,7 +92,7 @@ class Sink:
     def records_json(self, mode: bytes = b"") -> bytes:
         out = []
         want = b"/" + mode + b"/" if mode else b""
-        for arrival, path, headers, body in self.records:
+        for arrival, path, headers, body, status, in_flight in self.records:
             if want and not path.startswith(want):
                 continue
             alarm_id = sent = None
@@ -84,7 +108,9 @@ class Sink:
                 if name.strip().lower() == b"x-openstack-request-id":
                     request_id = value.strip().decode("latin-1")
                     break
-            out.append([arrival, path.decode("latin-1"), alarm_id, sent, request_id])
+            out.append(
+                [arrival, path.decode("latin-1"), alarm_id, sent, request_id, status, in_flight]
+            )
         return json.dumps({"records": out}).encode()
 
     def control(self, method: bytes, path: bytes) -> bytes:
@@ -100,6 +126,11 @@ class Sink:
             self.records.clear()
             self.modes.clear()
             self.released = False
+            self.outage = (0.0, 0.0)
+            return _response("200 OK", b"{}")
+        if path.startswith(b"/_outage?") and method == b"POST":
+            query = dict(x.split(b"=", 1) for x in path.partition(b"?")[2].split(b"&") if b"=" in x)
+            self.outage = (float(query[b"from"]), float(query[b"until"]))
             return _response("200 OK", b"{}")
         if path == b"/_release" and method == b"POST":
             for conn in list(self.hung):
@@ -114,10 +145,11 @@ class Sink:
 class _Conn(asyncio.Protocol):
     """One client connection; answers go out in request order (HTTP/1.1)."""
 
-    __slots__ = ("sink", "transport", "buf", "slots", "closed")
+    __slots__ = ("sink", "port", "transport", "buf", "slots", "closed")
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, port: int = 0) -> None:
         self.sink = sink
+        self.port = port
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         # Answers not yet written: bytes when ready, None while delayed, _HANG.
@@ -162,21 +194,38 @@ class _Conn(asyncio.Protocol):
         if path.startswith(b"/_"):
             self._answer(sink.control(method, path))
             return
-        sink.records.append((time.time(), path, head, body))
+        now = time.time()
         mode = path[1 : path.find(b"/", 1)]
         sink.modes[mode] = sink.modes.get(mode, 0) + 1
         if path.startswith(b"/delay/"):
+            sink.records.append((now, path, head, body, 200, None))
             slot = [None]
             self.slots.append(slot)
             asyncio.get_running_loop().call_later(sink.delay, self._fill, slot)
         elif path.startswith(b"/hang/"):
+            sink.records.append((now, path, head, body, None, None))
             if sink.released:
                 self.transport.close()
                 return
             self.slots.append([_HANG])
             sink.hung.add(self)
             sink.hung_requests += 1
+        elif path.startswith(b"/narrow/"):
+            in_flight = sink.narrow_open.get(self.port, 0) + 1
+            if in_flight > sink.narrow_limit:
+                sink.records.append((now, path, head, body, 429, in_flight))
+                self._answer(_NARROW_FULL)
+                return
+            sink.records.append((now, path, head, body, 200, in_flight))
+            sink.narrow_open[self.port] = in_flight
+            slot = [None]
+            self.slots.append(slot)
+            asyncio.get_running_loop().call_later(sink.narrow_delay, self._fill_narrow, slot)
+        elif path.startswith(b"/outage/") and sink.outage[0] <= now < sink.outage[1]:
+            sink.records.append((now, path, head, body, 503, None))
+            self._answer(_DOWN)
         else:
+            sink.records.append((now, path, head, body, 200, None))
             self._answer(_OK)
 
     def _answer(self, data: bytes) -> None:
@@ -190,6 +239,11 @@ class _Conn(asyncio.Protocol):
         slot[0] = _OK
         self._flush()
 
+    def _fill_narrow(self, slot: list) -> None:
+        # no longer in flight once answered, also when the client has gone
+        self.sink.narrow_open[self.port] -= 1
+        self._fill(slot)
+
     def _flush(self) -> None:
         if self.closed:
             return
@@ -200,15 +254,16 @@ class _Conn(asyncio.Protocol):
             self.transport.write(b"".join(out))
 
 
-async def serve(ports: int, delay: float, host: str) -> None:
-    sink = Sink(delay)
+async def serve(ports: int, delay: float, host: str, narrow_limit: int = 4,
+                narrow_delay: float = 0.05) -> None:  # fmt: skip
+    sink = Sink(delay, narrow_limit, narrow_delay)
     loop = asyncio.get_running_loop()
     servers, hosts = [], []
     for i in range(ports):
         # Each webhook host on an address of its own, as distinct receivers are:
         # the notifier shares its slots by address, whatever the port.
         address = f"127.0.0.{i + 1}" if host == "127.0.0.1" else host
-        server = await loop.create_server(lambda: _Conn(sink), address, 0, backlog=1024)
+        server = await loop.create_server(lambda i=i: _Conn(sink, i), address, 0, backlog=1024)
         servers.append(server)
         hosts.append(address)
     stop = asyncio.Event()
@@ -279,6 +334,18 @@ def main(argv=None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--ports", type=int, default=1, help="how many ports to listen on")
     parser.add_argument("--delay", type=float, default=1.0, help="seconds /delay/ waits")
+    parser.add_argument(
+        "--narrow-limit",
+        type=int,
+        default=4,
+        help="/narrow/ requests of a port in flight at once; more get 429",
+    )
+    parser.add_argument(
+        "--narrow-delay",
+        type=float,
+        default=0.05,
+        help="seconds /narrow/ takes to answer an accepted request",
+    )
     parser.add_argument("--load", type=int, metavar="PORT", help="load a running sink instead")
     parser.add_argument("--requests", type=int, default=30000)
     parser.add_argument("--connections", type=int, default=8)
@@ -290,7 +357,7 @@ def main(argv=None) -> int:
         )
         print(json.dumps(result))
         return 0
-    asyncio.run(serve(args.ports, args.delay, args.host))
+    asyncio.run(serve(args.ports, args.delay, args.host, args.narrow_limit, args.narrow_delay))
     return 0
 
 
