@@ -33,6 +33,11 @@ for name in ('dispatch_pool_size', 'per_host_concurrency', 'rest_notifier_timeou
         out[name] = getattr(conf.alarm, name)
     except (AttributeError, cfg.NoSuchOptError):
         pass
+for name in ('enabled', 'failure_threshold', 'open_seconds', 'max_open_seconds'):
+    try:
+        out['endpoint_health.' + name] = getattr(conf.endpoint_health, name)
+    except (AttributeError, cfg.NoSuchOptError):
+        pass
 print(json.dumps(out))
 """
 
