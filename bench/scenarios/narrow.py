@@ -45,7 +45,7 @@ def offered(arrivals: list[float], busy: float) -> list[int]:
 
 class Narrow(Scenario):
     name = "narrow"
-    title = "a receiver that takes 4 requests at once and answers 429 beyond"
+    title = "a receiver taking 4 requests at once, 429 beyond; endpoint health on, off"
     order = 75
     default_targets = ("ceilo-rpc", "aodh")
     sizes = {

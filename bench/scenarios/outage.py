@@ -122,7 +122,7 @@ def receiver_of(path: str) -> int:
 
 class Outage(Scenario):
     name = "outage"
-    title = "one of ten receivers down for 30 s (503), alarms paced over a minute"
+    title = "one of ten receivers down for 30 s (503); ceilo-notifier with endpoint health on, off"
     order = 70
     default_targets = ("ceilo-rpc", "aodh")
     sizes = {
