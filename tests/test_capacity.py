@@ -285,15 +285,16 @@ def test_a_flood_to_a_dead_host_waits_in_the_journal_not_in_intake(
         assert notifier.wait_for_log(r"deliveries wait in the journal: their hosts \(127\.0\.0\.2")
         took = list(helpers.time_healthy_alarms(client, webhook, 5, "healthy").values())
         assert all(t is not None and t < 5 for t in took), f"other tenants waited: {took}"
-        # 500, less the 100 of half the bound. The retry reader takes some back
-        # into memory now and then (and holds them again while the host is full),
-        # so the count is read until it is seen there.
+        # 500, less the 100 of half the bound, less those the retry reader has
+        # taken back into memory at that moment (it holds them again while the
+        # host is full; on a busy machine a batch of them may be in memory for a
+        # while): never more than max_pending_deliveries in memory.
         counts: list[int] = []
 
         def held() -> bool:
             parked = [r for i in range(50) for r in journaled(notifier, f"dead-{i}")]
             counts.append(sum(1 for r in parked if r.parked_until))
-            return counts[-1] >= 350
+            return counts[-1] >= 500 - small["max_pending_deliveries"]
 
         assert wait_until(held, 10, 0.2), counts
         assert dead.accepted == 10  # its slots, no more
