@@ -464,3 +464,30 @@ def test_threads_are_kept_apart():
     thread.start()
     thread.join()
     assert seen == [False]
+
+
+def test_custom_headers_parameters_and_fields_are_masked():
+    """json://, form:// and xml:// carry API keys and bearer tokens as custom
+    headers (+), query parameters (-) and payload fields (:): never shown."""
+    for url in (
+        "json://h.example/p?+Authorization=Bearer%20SECRETTOKEN123",
+        "form://h.example/p?-apikey=SECRETQUERY1",
+        "xml://h.example/p?:token=SECRETFIELD1",
+    ):
+        shown = masking.mask_url(url)
+        assert "SECRET" not in shown, shown
+
+
+def test_a_proxy_from_the_environment_does_not_carry_a_denied_target(
+    run, receiver, listener, monkeypatch
+):
+    """With HTTP_PROXY set (a proxy on an allowed address), an action aimed at a
+    denied address is judged on that address, not on the proxy's: refused, and
+    neither the proxy nor the target gets anything."""
+    monkeypatch.setenv("HTTP_PROXY", f"http://{ALLOWED}:{receiver.port}")
+    monkeypatch.setenv("http_proxy", f"http://{ALLOWED}:{receiver.port}")
+    before = len(receiver.server.requests)
+    (d,) = run(**SAFE).deliver([f"json://127.0.0.1:{listener.port}/meta-data"])
+    assert d.outcome == events.FAILED and d.error.startswith("target refused:"), d.error
+    assert len(receiver.server.requests) == before
+    assert listener.arrived() == 0

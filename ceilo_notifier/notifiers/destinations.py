@@ -85,6 +85,9 @@ LOG = log.getLogger(__name__)
 # Apprise plugin modules whose schemes are never actions (see above).
 LOCAL_MODULES = frozenset(
     {"windows", "macosx", "dbus", "glib", "gnome", "syslog", "rsyslog", "blink1"}
+    # vapid:// reads the key file its URL names when it sends (keyfile=, subfile=):
+    # a tenant could probe or use the notifier's own files.
+    | {"vapid"}
 )
 OWN_THREAD_MODULES = frozenset({"xmpp", "mqtt"})
 
@@ -218,7 +221,7 @@ class _Invalid(ValueError):
 def _hider(url: str, shown: str | None):
     """A function that replaces, in a text, every piece of ``url`` that the
     privacy form ``shown`` does not show (tokens, passwords, keys)."""
-    visible = set(_PIECES.findall(shown or ""))
+    visible = set(_PIECES.findall(mask_action(url) if shown is not None else ""))
     body = url.split("://", 1)[-1]
     pieces = set()
     for piece in _PIECES.findall(body):
@@ -303,9 +306,18 @@ def mask_action(url: str) -> str:
     if plugin is None:
         return f"{scheme}://{masking.MASK}"
     try:
-        return plugin.url(privacy=True)
+        shown = plugin.url(privacy=True)
     except Exception:  # noqa: BLE001 - a plugin's url() may fail; show nothing then
         return f"{scheme}://{masking.MASK}"
+    # The privacy form keeps custom headers (+), query parameters (-) and
+    # payload fields (:) of json://, form://, xml:// as written: an API key or
+    # a bearer token is often one of them. Their values are not shown.
+    base, sep, query = shown.partition("?")
+    pairs = parse.parse_qsl(query, keep_blank_values=True)
+    if not any(k[:1] in "+-:" for k, _ in pairs):
+        return shown
+    hidden = [(k, masking.MASK if k[:1] in "+-:" else v) for k, v in pairs]
+    return f"{base}?{parse.urlencode(hidden, safe='*')}"
 
 
 # -- where it connects ------------------------------------------------------------
@@ -440,12 +452,16 @@ class AppriseNotifier(notifiers.AlarmNotifier):
         url, title, body = await self._prepare(action, notification)
         kind = _NOTIFY_TYPES.get((notification.current or "").lower(), "info")
         deadline = time.monotonic() + self.timeout
-        running = self.pool.submit(self._attempt, url, title, body, kind, deadline)
+        guard = egress.Guarded(self.policy)
+        running = self.pool.submit(self._attempt, url, title, body, kind, deadline, guard)
         waited = asyncio.wrap_future(running)
         # Read whatever it ends in, even after we have given up on it.
         waited.add_done_callback(lambda f: f.cancelled() or f.exception())
         done, _ = await asyncio.wait([waited], timeout=self.timeout)
         if not done:
+            # Its sockets are shut: a receiver dripping bytes, or one that never
+            # answers, cannot keep the thread past the attempt.
+            guard.cut()
             raise self._overdue(running)
         return waited.result()
 
@@ -453,12 +469,14 @@ class AppriseNotifier(notifiers.AlarmNotifier):
         """Blocking form, for callers without the engine's loop."""
         url, title, body = asyncio.run(self._prepare(action, notification))
         kind = _NOTIFY_TYPES.get((notification.current or "").lower(), "info")
+        guard = egress.Guarded(self.policy)
         running = self.pool.submit(
-            self._attempt, url, title, body, kind, time.monotonic() + self.timeout
+            self._attempt, url, title, body, kind, time.monotonic() + self.timeout, guard
         )
         try:
             return running.result(self.timeout)
         except futures.TimeoutError:
+            guard.cut()
             raise self._overdue(running) from None
 
     def _overdue(self, running: futures.Future) -> notifiers.RetryableError:
@@ -468,7 +486,9 @@ class AppriseNotifier(notifiers.AlarmNotifier):
             )
         return notifiers.TimedOut(f"no complete answer within {self.timeout:g} s")
 
-    def _attempt(self, url: str, title: str, body: str, kind: str, deadline: float) -> None:
+    def _attempt(
+        self, url: str, title: str, body: str, kind: str, deadline: float, guard: egress.Guarded
+    ) -> None:
         """In a thread of the pool: one Apprise notification, guarded."""
         left = deadline - time.monotonic()
         if left < 0.2:
@@ -488,7 +508,7 @@ class AppriseNotifier(notifiers.AlarmNotifier):
         records = _CAPTURE.start()
         error: BaseException | None = None
         try:
-            with egress.guarded(self.policy) as guard:
+            with egress.guarded(self.policy, guard):
                 try:
                     sent = plugin.notify(body=body, title=title, notify_type=kind)
                 except Exception as exc:  # noqa: BLE001 - whatever Apprise's plugin raised

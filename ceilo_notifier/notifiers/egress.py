@@ -45,6 +45,7 @@ import os
 import socket
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
 
 from ceilo_notifier.notifiers import safety
@@ -61,6 +62,17 @@ class Guarded:
     resolved: int = 0  # names looked up
     name: str | None = None  # the last of them, to name in a refusal
     connects: list[str] = dataclasses.field(default_factory=list)  # peers, "address:port"
+    # Sockets connected so far, shut by ``cut`` (from another thread).
+    sockets: weakref.WeakSet = dataclasses.field(default_factory=weakref.WeakSet)
+    over: bool = False
+
+    def cut(self) -> None:
+        """The attempt is over: shut its sockets (a blocked read returns at once)
+        and refuse any connection it still tries."""
+        self.over = True
+        for sock in list(self.sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     @property
     def networked(self) -> bool:
@@ -126,6 +138,8 @@ def _hook(event: str, args: tuple) -> None:
 
 def _judge_name(current: Guarded, host: object) -> None:
     """Before a lookup: a host that denotes an address by itself is judged as it."""
+    if current.over:
+        current.refuse("the attempt is over")
     current.resolved += 1
     name = host.decode(errors="replace") if isinstance(host, bytes) else str(host)
     current.name = name
@@ -147,10 +161,14 @@ def _judge_peer(current: Guarded, sock: socket.socket, address: object) -> None:
     except ValueError:
         current.refuse(f"{host}: the client was to connect to {host!r}, not an address")
     current.connects.append(f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}")
+    if current.over:
+        current.refuse("the attempt is over")
     try:
         current.policy.check(current.name or str(ip), str(ip))
     except TargetDenied as exc:
         current.refuse(str(exc))
+    with contextlib.suppress(TypeError):
+        current.sockets.add(sock)
 
 
 def _judge_open(current: Guarded, args: tuple) -> None:
@@ -193,15 +211,40 @@ def install() -> None:
         if not _installed:
             _real_getaddrinfo = socket.getaddrinfo
             socket.getaddrinfo = _checked_getaddrinfo
+            _no_environment_proxies()
+            # A first import in a guarded thread would write its bytecode: refused
+            # there, it would fail the delivery as a refused target.
+            sys.dont_write_bytecode = True
             sys.addaudithook(_hook)
             _installed = True
 
 
+def _no_environment_proxies() -> None:
+    """In guarded threads, requests ignores HTTP(S)_PROXY and ALL_PROXY: through a
+    proxy, the guard would judge the proxy's address and never the target's."""
+    try:
+        import requests
+    except ImportError:
+        return
+    merge = requests.Session.merge_environment_settings
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        if getattr(_local, "guarded", None) is None:
+            return merge(self, url, proxies, stream, verify, cert)
+        trusted, self.trust_env = self.trust_env, False
+        try:
+            return merge(self, url, proxies, stream, verify, cert)
+        finally:
+            self.trust_env = trusted
+
+    requests.Session.merge_environment_settings = merge_environment_settings
+
+
 @contextlib.contextmanager
-def guarded(policy: safety.AddressPolicy) -> Iterator[Guarded]:
+def guarded(policy: safety.AddressPolicy, record: Guarded | None = None) -> Iterator[Guarded]:
     """Judge every connection this thread makes inside by ``policy``."""
     install()
-    record = Guarded(policy)
+    record = record if record is not None else Guarded(policy)
     previous = getattr(_local, "guarded", None)
     _local.guarded = record
     try:

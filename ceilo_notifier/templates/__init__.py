@@ -262,12 +262,17 @@ class _Pool:
         self.count = 0
         self.pid = os.getpid()
 
-    def acquire(self) -> _Worker:
+    def acquire(self, timeout: float | None = None) -> _Worker:
+        """An idle worker, or a new one; TemplateError when none is free within
+        ``timeout`` (renders of one slow template must not queue every other)."""
         with self.cond:
             if self.pid != os.getpid():  # a forked copy: those workers are the parent's
                 self.idle, self.count, self.pid = [], 0, os.getpid()
-            while not self.idle and self.count >= self.size:
-                self.cond.wait()
+            free = lambda: self.idle or self.count < self.size  # noqa: E731
+            if not self.cond.wait_for(free, timeout):
+                raise TemplateError(
+                    f"no render worker free within {timeout:g} s (all {self.size} busy)"
+                )
             if self.idle:
                 return self.idle.pop()
             self.count += 1
@@ -384,8 +389,13 @@ class Templates:
                 self.check(name)
             except ValueError as exc:
                 raise TemplateError(str(exc)) from None
-        request = json.dumps({"name": name, "vars": variables(notification)}, default=str).encode()
-        used = self._pool.acquire()
+        try:
+            request = json.dumps(
+                {"name": name, "vars": variables(notification)}, default=str
+            ).encode()
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise TemplateError(f"the alarm's fields cannot be handed over: {exc}") from None
+        used = self._pool.acquire(self.render_timeout)
         status = None
         try:
             status, payload = self._ask(used, request)
