@@ -54,15 +54,17 @@ if ! _broker_up; then
 fi
 
 _stamp="$VENV/.ceilo-notifier-installed"
-_want=$(cat setup.cfg requirements.txt test-requirements.txt tools/constraints.txt | sha256sum)
+_want=$(cat setup.cfg requirements.txt test-requirements.txt doc/requirements.txt \
+    tools/constraints.txt | sha256sum)
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 if [ "$(cat "$_stamp" 2>/dev/null)" != "$_want" ]; then
-    echo "bootstrap: installing ceilo-notifier and its test tools into $VENV" >&2
+    echo "bootstrap: installing ceilo-notifier, its test tools and its docs' tools into $VENV" >&2
     _log=$(mktemp)
     if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
-           "$VENV/bin/python" -m pip install -q -c tools/constraints.txt -e ".[test]"; } \
+           "$VENV/bin/python" -m pip install -q -c tools/constraints.txt -e ".[test]" \
+               -r doc/requirements.txt; } \
            >"$_log" 2>&1; then
         cat "$_log" >&2
         rm -f "$_log"
