@@ -23,6 +23,12 @@ def event_type(event: events.DeliveryEvent) -> str:
 
 
 class MessageBackend(dispatchers.QueuedBackend):
+    """Publishes the final outcome of every delivery as an oslo.messaging notification.
+
+    ``alarm_action.deliver.end`` or ``.error``, versioned or not as
+    ``[notifications] notification_format`` says (see the notifications page).
+    """
+
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         super().__init__(conf)
         self.transport = None

@@ -13,6 +13,8 @@ LOG = log.getLogger(__name__)
 
 
 class LogAlarmNotifier(notifiers.AlarmNotifier):
+    """One INFO line per notification: the alarm, its transition, reason and action."""
+
     def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> None:
         LOG.info(
             "Alarm %(alarm_id)s (%(name)s, severity %(severity)s) %(previous)s -> "
