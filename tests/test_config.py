@@ -64,11 +64,3 @@ def test_entry_point_lists_the_options():
         e for e in metadata.entry_points(group="oslo.config.opts") if e.name == "ceilo_notifier"
     ]
     assert ep.load() is opts.list_opts
-
-
-def test_readme_documents_every_option_of_the_project():
-    readme = (ROOT / "README.rst").read_text()
-    assert "[service_credentials]" in readme
-    for _, options in own_options():
-        for opt in options:
-            assert f"``{opt.name}``" in readme, opt.name

@@ -1,4 +1,4 @@
-"""The README's third-party plugin example, installed from its own package and used."""
+"""The documentation's third-party plugin example, installed from its own package and used."""
 
 from __future__ import annotations
 

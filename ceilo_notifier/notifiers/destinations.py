@@ -29,7 +29,7 @@ Target safety. Apprise's services call requests, smtplib and sockets
 themselves, so the check is below them: ``egress`` judges every
 connection a thread running Apprise makes, on the peer address just before
 the system call (an audit hook, thread-local), and every address a name
-resolves to. Measured on this design (see the README): the hook costs the
+resolves to. Measured on this design (see doc/source/destinations.rst): the hook costs the
 rest of the service 0.3 to 0.5 µs per audited event (a log record, a
 connect; nothing measurable on a connection), and an Apprise ``json://``
 attempt to a local receiver took 4.4 ms where a bare ``requests.post`` took
