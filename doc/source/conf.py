@@ -27,7 +27,10 @@ extensions = [
 config_generator_config_file = os.path.join(
     ROOT, "etc", "ceilo-notifier", "ceilo-notifier-config-generator.conf"
 )
-sample_config_basename = "_static/ceilo-notifier"
+# Generated files go to _generated/ (ignored by git), made here so that a
+# fresh checkout builds.
+os.makedirs(os.path.join(HERE, "_generated"), exist_ok=True)
+sample_config_basename = "_generated/ceilo-notifier"
 
 # benchcharts: the benchmark's charts, drawn from these results at every build.
 benchcharts_results = os.path.join(ROOT, "bench", "results")
@@ -44,5 +47,4 @@ html_theme_options = {
     "description": "Alarm notifier service for OpenStack-style clouds",
     "fixed_sidebar": True,
 }
-html_static_path = ["_static"]
 html_last_updated_fmt = None
