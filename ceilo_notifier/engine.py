@@ -51,6 +51,7 @@ from ceilo_notifier import (
     intake,
     limits,
     masking,
+    metrics,
     notifiers,
     pools,
     retry,
@@ -213,6 +214,7 @@ class Engine:
             target=self.loop.run_forever, name="delivery-loop", daemon=True
         )
         self._thread.start()
+        self.loop.call_soon_threadsafe(self._beat)
         self._sync: endpoints.EndpointSync | None = None
         if journal is not None and self.endpoints.enabled:
             # Before anything is resumed: what is held stays held across a restart.
@@ -578,6 +580,11 @@ class Engine:
                 self._pending_cond.notify_all()
 
     # -- on the loop --------------------------------------------------------
+
+    def _beat(self) -> None:
+        """The loop's heartbeat: a loop wedged by a blocking call stops it."""
+        metrics.loop_heartbeat().set(time.time())
+        self.loop.call_later(metrics.HEARTBEAT_INTERVAL, self._beat)
 
     def _start(self, delivery: Delivery) -> None:
         task = self.loop.create_task(self._run(delivery))

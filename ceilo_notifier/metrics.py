@@ -50,6 +50,29 @@ ENDPOINTS = prometheus_client.Gauge(
 )
 for _state in ("open", "half_open", "paused"):
     ENDPOINTS.labels(_state).set(0)
+HEARTBEAT_INTERVAL = 5.0
+_loop_heartbeat: prometheus_client.Gauge | None = None
+_loop_heartbeat_lock = threading.Lock()
+
+
+def loop_heartbeat() -> prometheus_client.Gauge:
+    """The delivery loop's heartbeat, set by each process's loop every HEARTBEAT_INTERVAL.
+
+    Deliveries waiting for a retry or for an open endpoint make no attempts
+    for a while, so the absence of attempts cannot tell waiting from wedged:
+    this can. The stalest live process is exported. Made on first use, by a
+    process that runs deliveries: made at import, the parent that serves
+    /metrics for its workers would count as a process whose loop never turned.
+    """
+    global _loop_heartbeat
+    with _loop_heartbeat_lock:
+        if _loop_heartbeat is None:
+            _loop_heartbeat = prometheus_client.Gauge(
+                "ceilo_notifier_delivery_loop_heartbeat_timestamp_seconds",
+                "When the delivery loop last turned (Unix time; the stalest process).",
+                multiprocess_mode="livemin",
+            )
+        return _loop_heartbeat
 
 
 UNKNOWN_SCHEME = "unknown"
@@ -101,6 +124,44 @@ class JournalCollector:
             "Age of the oldest unfinished delivery.",
             value=age,
         )
+
+
+class HealthCollector:
+    """``ceilo_notifier_up{component}``: what /healthz reports, as gauges for Prometheus."""
+
+    def __init__(self, probe) -> None:
+        self.probe = probe
+
+    def collect(self):
+        family = GaugeMetricFamily(
+            "ceilo_notifier_up",
+            "1 when the component (broker, journal) can be reached, as /healthz reports.",
+            labels=["component"],
+        )
+        for component, (ok, _detail) in self.probe().items():
+            family.add_metric([component], 1.0 if ok else 0.0)
+        yield family
+
+
+def forget_dead_processes(directory: str) -> None:
+    """Drop the live gauges of workers that are gone (a killed worker is replaced).
+
+    Their files would otherwise hold a replaced worker's in-flight count and
+    its last heartbeat for as long as the parent runs.
+    """
+    pids = set()
+    for name in os.listdir(directory):
+        if name.startswith("gauge_live") and name.endswith(".db"):
+            pid = name[: -len(".db")].rpartition("_")[2]
+            if pid.isdigit():
+                pids.add(int(pid))
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)
+        except OSError:
+            pass  # alive, another user's
 
 
 class BrokerProbe:
@@ -159,6 +220,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.split("?")[0] == "/metrics":
             try:
+                if self.server.directory:
+                    forget_dead_processes(self.server.directory)
                 body = prometheus_client.generate_latest(self.server.registry)
             except Exception as exc:
                 # A worker's sample file can be caught mid-write: this scrape
@@ -191,30 +254,41 @@ class MetricsServer:
         self.conf = conf
         self.journal = the_journal
         self.broker = BrokerProbe(conf)
-        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-            registry = prometheus_client.CollectorRegistry()
+        # A registry of this server's own: the collectors below read this
+        # server's journal and probes, and a process may make several servers.
+        registry = prometheus_client.CollectorRegistry()
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
             multiprocess.MultiProcessCollector(registry)
         else:
-            registry = prometheus_client.REGISTRY
+            registry.register(prometheus_client.REGISTRY)
         if the_journal is not None:
             registry.register(JournalCollector(the_journal))
+        registry.register(HealthCollector(self.probe))
         self.httpd = _Server((conf.metrics.bind_host, conf.metrics.port), _Handler)
         self.httpd.registry = registry
+        self.httpd.directory = directory
         self.httpd.health = self.health
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
 
-    def health(self) -> tuple[int, dict[str, Any]]:
-        broker_ok, broker = self.broker.check()
-        report: dict[str, Any] = {"broker": {"ok": broker_ok, "detail": broker}}
-        healthy = broker_ok
+    def probe(self) -> dict[str, tuple[bool, str]]:
+        """Each component /healthz and ``ceilo_notifier_up`` report: (reachable, detail)."""
+        components = {"broker": self.broker.check()}
         if self.journal is not None:
             try:
                 self.journal.ping()
-                report["journal"] = {"ok": True, "detail": "reachable"}
+                components["journal"] = (True, "reachable")
             except Exception as exc:
-                healthy = False
                 detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-                report["journal"] = {"ok": False, "detail": detail}
+                components["journal"] = (False, detail)
+        return components
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        components = self.probe()
+        report: dict[str, Any] = {
+            name: {"ok": ok, "detail": detail} for name, (ok, detail) in components.items()
+        }
+        healthy = all(ok for ok, _detail in components.values())
         report["status"] = "ok" if healthy else "unhealthy"
         return (200 if healthy else 503), report
 
