@@ -75,6 +75,22 @@ if [ "$(cat "$_stamp" 2>/dev/null)" != "$_want" ]; then
     echo "$_want" > "$_stamp"
 fi
 
+# promtool, which tests/test_monitoring.py runs on etc/prometheus's alerting
+# rules: taken out of Debian's prometheus package into the virtualenv, not
+# installed from it, since installing it would also install and start a
+# Prometheus server. promtool is a static Go program needing only libc.
+if [ ! -x "$VENV/bin/promtool" ]; then
+    echo "bootstrap: installing promtool into $VENV/bin" >&2
+    _debs=$(mktemp -d)
+    if ! (cd "$_debs" && apt-get download -q prometheus) >/dev/null 2>&1; then
+        _as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+        (cd "$_debs" && apt-get download -q prometheus) >/dev/null
+    fi
+    dpkg-deb -x "$_debs"/prometheus_*.deb "$_debs/root"
+    install -m 755 "$_debs/root/usr/bin/promtool" "$VENV/bin/promtool"
+    rm -rf "$_debs"
+fi
+
 # The journal's production database. A machine with a PostgreSQL server on
 # 127.0.0.1:5432 (trust for postgres, database "test") is used as it is;
 # elsewhere a cluster of the project's own is made (in /var/tmp, which the
