@@ -8,11 +8,70 @@ in the virtualenv).
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import yaml
 
 from tests.helpers import free_port
 from tests.test_operations import get
+
+TOP = Path(__file__).resolve().parent.parent
+RULES = TOP / "etc" / "prometheus" / "ceilo-notifier-alerts.yaml"
+RULE_TESTS = TOP / "etc" / "prometheus" / "ceilo-notifier-alerts.test.yaml"
+RUNBOOK = TOP / "doc" / "source" / "admin" / "monitoring.rst"
+
+
+def promtool() -> str:
+    found = shutil.which("promtool") or shutil.which(
+        "promtool", path=os.path.dirname(sys.executable)
+    )
+    assert found, "promtool is missing (tools/bootstrap.sh installs it into the virtualenv)"
+    return found
+
+
+def run_promtool(*args: str) -> str:
+    done = subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=120, cwd=TOP)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    return output
+
+
+def rules() -> list[dict]:
+    return [
+        rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
+    ]
+
+
+def test_the_rules_pass_promtool_check_and_their_unit_tests():
+    assert "SUCCESS: 12 rules found" in run_promtool("check", "rules", str(RULES))
+    assert "SUCCESS" in run_promtool("test", "rules", str(RULE_TESTS))
+
+
+def test_every_alert_is_unit_tested_firing_and_not_firing():
+    tested: dict[str, set[bool]] = {}
+    for case in yaml.safe_load(RULE_TESTS.read_text())["tests"]:
+        for check in case.get("alert_rule_test", []):
+            tested.setdefault(check["alertname"], set()).add(bool(check.get("exp_alerts")))
+    for rule in rules():
+        assert tested.get(rule["alert"]) == {True, False}, rule["alert"]
+
+
+def test_every_alert_has_severity_duration_and_a_runbook_entry():
+    runbook = RUNBOOK.read_text()
+    for rule in rules():
+        assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+        assert re.fullmatch(r"\d+m", rule.get("for", "")), rule["alert"]
+        annotations = rule["annotations"]
+        assert annotations["summary"] and annotations["description"], rule["alert"]
+        page, _, anchor = annotations["runbook_url"].partition("#")
+        assert page == "admin/monitoring.html", rule["alert"]
+        assert anchor == "alert-" + rule["alert"].lower()
+        # The label Sphinx turns into that anchor, before the alert's section.
+        assert re.search(rf"^\.\. _{anchor}:\n\n{rule['alert']}\n~+$", runbook, re.M), anchor
 
 
 def test_up_gauges_say_what_healthz_says(make_conf):
