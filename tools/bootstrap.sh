@@ -22,6 +22,11 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
     _missing_debs+=(postgresql)
 fi
 command -v shellcheck >/dev/null || _missing_debs+=(shellcheck)
+# The systemd unit is checked with systemd-analyze (verify, security) and its
+# user with systemd-sysusers; neither needs systemd running.
+if ! command -v systemd-analyze >/dev/null || ! command -v systemd-sysusers >/dev/null; then
+    _missing_debs+=(systemd)
+fi
 # Zaqar, which the zaqar:// tests run for real, keeps its queues in Redis.
 command -v redis-server >/dev/null || _missing_debs+=(redis-server)
 if [ ${#_missing_debs[@]} -gt 0 ]; then
