@@ -95,9 +95,9 @@ class Checks(upgradecheck.UpgradeCommands):
         except JournalUnreachable as exc:
             return Result(Code.FAILURE, f"the journal at {shown} cannot be reached: {exc}")
         current, heads = state.current, state.heads
+        files = "".join(f" --config-file {f}" for f in self.conf.config_file or [])
         upgrade = (
-            "run ceilo-notifier-manage --config-file F upgrade (the service migrates it "
-            "too when it starts)"
+            f"run ceilo-notifier-manage{files} upgrade (the service migrates it too when it starts)"
         )
         if not current:
             return Result(
@@ -143,7 +143,7 @@ class Checks(upgradecheck.UpgradeCommands):
                     line += f"; it is ignored, {_spelled(new_group, new_name)} is set too"
                 found.append(line)
         if not found:
-            return Result(Code.SUCCESS)
+            return Result(Code.SUCCESS, "no aodh spelling in use")
         return Result(Code.WARNING, "; ".join(found))
 
     # -- RPC queues across a broker restart -----------------------------------
@@ -166,7 +166,7 @@ class Checks(upgradecheck.UpgradeCommands):
                 "rabbit_transient_quorum_queue = true"
             )
         if not lossy:
-            return Result(Code.SUCCESS)
+            return Result(Code.SUCCESS, "the RPC queues are durable: no cast is lost")
         return Result(
             Code.WARNING,
             "casts published while RabbitMQ restarts, before the service has declared its "
@@ -195,7 +195,7 @@ class Checks(upgradecheck.UpgradeCommands):
                 continue
             reachable.append(f"{address} ({what})")
         if not reachable:
-            return Result(Code.SUCCESS)
+            return Result(Code.SUCCESS, "loopback and the metadata address are denied")
         return Result(
             Code.WARNING,
             "webhooks written by cloud users may reach "
