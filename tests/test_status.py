@@ -86,6 +86,8 @@ def test_warnings_name_each_problem(tmp_path):
             },
             "notifier": {"workers": 2, "batch_size": 10},
             "evaluator": {"workers": 3},  # aodh's own service: not a spelling of ours
+            # keystoneauth's deprecated name, not aodh's
+            "service_credentials": {"auth_type": "password", "tenant_name": "services"},
             "alarm": {
                 "batch_size": 20,
                 # loopback and link-local left out of the default
@@ -110,7 +112,7 @@ def test_warnings_name_each_problem(tmp_path):
         assert f"{old} is aodh's spelling: use {new}" in details
     assert "[notifier] batch_size is aodh's spelling: use [alarm] batch_size" in details
     assert "ignored, [alarm] batch_size is set too" in details
-    assert "evaluator" not in details
+    assert "evaluator" not in details and "tenant_name" not in details
     result, details = found["RPC queues across a broker restart"]
     assert result == 1
     assert "rabbit_quorum_queue = true" in details
@@ -226,3 +228,13 @@ def test_postgresql_journal(tmp_path, pg_url):
     code, out, err = status(config)
     assert code == 0, out + err
     assert "at revision" in flat(out)
+
+
+def test_every_aodh_spelling_is_known():
+    from ceilo_notifier.cmd import status as status_cmd
+    from tests.test_aodh_config import AODH_SPELLINGS
+
+    spellings = status_cmd.aodh_spellings()
+    assert set(spellings) == {(group, name) for group, name, _ in AODH_SPELLINGS}
+    for group, name, new_group in AODH_SPELLINGS:
+        assert spellings[(group, name)] == (new_group, name)

@@ -44,9 +44,14 @@ GUARDED_ADDRESSES = {
 
 
 def aodh_spellings() -> dict[tuple[str, str], tuple[str, str]]:
-    """(group, name) of each deprecated spelling -> (group, name) of the option it sets."""
+    """(group, name) of each of aodh's spellings -> (group, name) of the option it sets.
+
+    Those are the deprecated names of ceilo-notifier's own options (``opts``);
+    keystoneauth's deprecated names in [service_credentials] are not aodh's.
+    """
     spellings = {}
-    for group, options in opts.list_opts():
+    for group, options in opts.ALL_GROUPS:
+        group = group or "DEFAULT"
         for opt in options:
             for old in opt.deprecated_opts:
                 old_group = old.group or group
