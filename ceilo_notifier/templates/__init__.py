@@ -228,7 +228,11 @@ class _Worker:
         data = bytearray()
         while len(data) < size:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            # poll, not select: the service raises its open file limit, and
+            # select cannot wait on a descriptor past 1023.
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            if left <= 0 or not poller.poll(left * 1000):
                 raise TimeoutError
             chunk = os.read(fd, size - len(data))
             if not chunk:
