@@ -25,14 +25,10 @@ from keystoneauth1 import plugin as ka_plugin
 from keystoneauth1 import session as ka_session
 from oslo_config import cfg
 
-from ceilo_notifier import masking
+from ceilo_notifier import masking, opts
 from ceilo_notifier.masking import MASK
 
-GROUP = "service_credentials"
-
-# The plugin used for the sample configuration; operators may pick another
-# auth_type that can be scoped to a trust (password, v3password...).
-SAMPLE_AUTH_TYPE = "password"
+GROUP = opts.KEYSTONE_GROUP
 
 # Options that scope a token to something other than a trust. Keystone (and
 # keystoneauth) refuse a token request scoped to two targets, so they are
@@ -73,24 +69,13 @@ class NotConfigured(Exception):
     """``[service_credentials]`` cannot give a token for a trust."""
 
 
-def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
-    """The ``[service_credentials]`` options, for oslo-config-generator."""
-    opts = (
-        ka_loading.get_auth_common_conf_options()
-        + ka_loading.get_session_conf_options()
-        + ka_loading.get_auth_plugin_conf_options(SAMPLE_AUTH_TYPE)
-    )
-    return [(GROUP, opts)]
-
-
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register the base auth and session options; safe to call more than once.
+    """Register the base auth and session options (declared in opts); idempotent.
 
     The options of the chosen ``auth_type`` are registered by keystoneauth
     when the plugin is loaded, as in every OpenStack service.
     """
-    ka_loading.register_auth_conf_options(conf, GROUP)
-    ka_loading.register_session_conf_options(conf, GROUP)
+    opts.register_keystone_opts(conf)
 
 
 def load_service_auth(conf: cfg.ConfigOpts) -> ka_plugin.BaseAuthPlugin:
@@ -144,8 +129,6 @@ class TrustTokens:
 
     def __init__(self, conf: cfg.ConfigOpts, default_timeout: float | None = None) -> None:
         register_opts(conf)
-        from ceilo_notifier import opts
-
         opts.register_missing(conf, opts.CATALOG_OPTS, GROUP)
         opts.register_missing(conf, opts.SERVICE_TYPES_OPTS, "service_types")
         masking.mask_logger(_KEYSTONEAUTH_TOKEN_LOGGER, _mask_trust_ids)

@@ -2,10 +2,18 @@
 
 ``list_opts`` feeds ``oslo-config-generator`` (entry point ``oslo.config.opts``);
 ``register_opts`` is what the service, the CLI tools and the tests call.
+
+Options flow one way: the modules that read options import this one, and this
+one imports none of the project's modules (only oslo.config, and the
+libraries whose options it registers: keystoneauth1 for
+``[service_credentials]``, oslo.messaging for the transport). Those two are
+imported inside the functions that need them, so that importing the options
+costs no more than oslo.config. tests/test_config.py keeps it that way.
 """
 
 from __future__ import annotations
 
+import importlib
 import socket
 
 from oslo_config import cfg
@@ -587,12 +595,64 @@ ALL_GROUPS = (
 )
 
 
+# [service_credentials]: keystoneauth1's own options, as in every OpenStack
+# service: the auth and session options, and those of the auth plugin chosen
+# by auth_type (registered by keystoneauth when the plugin is loaded).
+KEYSTONE_GROUP = "service_credentials"
+
+# The auth plugin whose options the sample configuration shows; operators may
+# pick another auth_type that can be scoped to a trust (password, v3password...).
+SAMPLE_AUTH_TYPE = "password"
+
+
+def keystone_opts() -> list[cfg.Opt]:
+    """The ``[service_credentials]`` options keystoneauth1 defines, for the sample."""
+    from keystoneauth1 import loading as ka_loading
+
+    return (
+        ka_loading.get_auth_common_conf_options()
+        + ka_loading.get_session_conf_options()
+        + ka_loading.get_auth_plugin_conf_options(SAMPLE_AUTH_TYPE)
+    )
+
+
+def register_keystone_opts(conf: cfg.ConfigOpts) -> None:
+    """Register keystoneauth1's base auth and session options; safe to call more than once."""
+    from keystoneauth1 import loading as ka_loading
+
+    ka_loading.register_auth_conf_options(conf, KEYSTONE_GROUP)
+    ka_loading.register_session_conf_options(conf, KEYSTONE_GROUP)
+
+
+def register_messaging_opts(conf: cfg.ConfigOpts) -> None:
+    """Register oslo.messaging's options on conf, private ConfigOpts included.
+
+    Some oslo.messaging releases register their tracing and metrics options on
+    the global ``cfg.CONF`` only; clients built on any other ConfigOpts then
+    fail with NoSuchOptError unless they are registered here too.
+    """
+    import oslo_messaging.opts
+
+    for group, options in oslo_messaging.opts.list_opts():
+        conf.register_opts(options, group=group)
+    for module, name in (
+        ("oslo_messaging._tracing.client", "oslo_messaging_tracing"),
+        ("oslo_messaging._metrics.client", "oslo_messaging_metrics"),
+    ):
+        try:
+            options = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        try:
+            conf.register_opts(options, group=name)
+        except cfg.DuplicateOptError:
+            pass
+
+
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
     """Options of this project, grouped, for oslo-config-generator."""
-    from ceilo_notifier import keystone
-
     groups: dict[str, list[cfg.Opt]] = {}
-    for group, opts in [*ALL_GROUPS, *keystone.list_opts()]:
+    for group, opts in [*ALL_GROUPS, (KEYSTONE_GROUP, keystone_opts())]:
         groups.setdefault(group or "DEFAULT", []).extend(opts)
     return list(groups.items())
 
@@ -615,7 +675,5 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register every option of this project (and oslo.messaging's) on conf."""
     for group, opts in ALL_GROUPS:
         conf.register_opts(opts, group=group)
-    from ceilo_notifier import keystone, rpc
-
-    keystone.register_opts(conf)
-    rpc.register_messaging_opts(conf)
+    register_keystone_opts(conf)
+    register_messaging_opts(conf)

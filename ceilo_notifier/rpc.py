@@ -6,14 +6,14 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
 import oslo_messaging
-import oslo_messaging.opts
 from oslo_config import cfg
 from oslo_log import log
+
+from ceilo_notifier import opts
 
 LOG = log.getLogger(__name__)
 
@@ -26,29 +26,6 @@ STATE_ACTIONS = {
 }
 
 
-def register_messaging_opts(conf: cfg.ConfigOpts) -> None:
-    """Register oslo.messaging's options on conf, private ConfigOpts included.
-
-    Some oslo.messaging releases register their tracing and metrics options on
-    the global ``cfg.CONF`` only; clients built on any other ConfigOpts then
-    fail with NoSuchOptError unless they are registered here too.
-    """
-    for group, options in oslo_messaging.opts.list_opts():
-        conf.register_opts(options, group=group)
-    for module, name in (
-        ("oslo_messaging._tracing.client", "oslo_messaging_tracing"),
-        ("oslo_messaging._metrics.client", "oslo_messaging_metrics"),
-    ):
-        try:
-            options = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            continue
-        try:
-            conf.register_opts(options, group=name)
-        except cfg.DuplicateOptError:
-            pass
-
-
 def register_client_opts(conf: cfg.ConfigOpts) -> None:
     """Register what ``RPCAlarmNotifier`` reads on the caller's conf: the topic and the transport.
 
@@ -56,10 +33,8 @@ def register_client_opts(conf: cfg.ConfigOpts) -> None:
     ceilo-notifier; like every oslo library, the client registers its own
     options there (registering the same option twice is harmless).
     """
-    from ceilo_notifier import opts
-
     conf.register_opts(opts.CLIENT_OPTS, group="alarm")
-    register_messaging_opts(conf)
+    opts.register_messaging_opts(conf)
 
 
 def get_transport(conf: cfg.ConfigOpts) -> oslo_messaging.Transport:

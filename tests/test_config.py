@@ -64,3 +64,42 @@ def test_entry_point_lists_the_options():
         e for e in metadata.entry_points(group="oslo.config.opts") if e.name == "ceilo_notifier"
     ]
     assert ep.load() is opts.list_opts
+
+
+def _project_imports(module: str) -> set[str]:
+    """The ceilo_notifier modules a module's source imports, at any depth of its code."""
+    import ast
+
+    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return {name for name in found if name.startswith("ceilo_notifier.")}
+
+
+def test_options_flow_one_way():
+    """opts imports none of the project's modules (not even inside a function): the
+    modules that read options import it, never the other way round."""
+    assert _project_imports("ceilo_notifier.opts") == set()
+    assert "ceilo_notifier.opts" in _project_imports("ceilo_notifier.keystone")
+    assert "ceilo_notifier.opts" in _project_imports("ceilo_notifier.rpc")
+
+
+def test_opts_alone_loads_no_other_module_of_the_project():
+    """In a fresh interpreter, listing and registering every option loads opts only."""
+    code = (
+        "import sys\n"
+        "from oslo_config import cfg\n"
+        "from ceilo_notifier import opts\n"
+        "opts.list_opts()\n"
+        "opts.register_opts(cfg.ConfigOpts())\n"
+        "print(sorted(m for m in sys.modules if m.startswith('ceilo_notifier')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    assert out.split("\n")[-2] == "['ceilo_notifier', 'ceilo_notifier.opts']"

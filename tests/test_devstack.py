@@ -372,7 +372,7 @@ def test_service_reads_the_config(tmp_path):
     """The options the plugin writes have the names and types the service registers."""
     from oslo_log import log
 
-    from ceilo_notifier import opts, rpc
+    from ceilo_notifier import opts
 
     box = Sandbox(
         tmp_path, CEILO_NOTIFIER_WORKERS="2", CEILO_NOTIFIER_EVENT_DISPATCHERS="database message"
@@ -380,7 +380,7 @@ def test_service_reads_the_config(tmp_path):
     box.stack()
     conf = cfg.ConfigOpts()
     opts.register_opts(conf)
-    rpc.register_messaging_opts(conf)
+    opts.register_messaging_opts(conf)
     log.register_options(conf)
     conf(["--config-file", str(box.conf)], project="ceilo-notifier")
     assert conf.workers == 2

@@ -21,7 +21,7 @@ import pytest
 from keystoneauth1 import exceptions as ka_exceptions
 from oslo_config import cfg
 
-from ceilo_notifier import events, keystone, notifiers
+from ceilo_notifier import events, keystone, notifiers, opts
 from ceilo_notifier.notifiers import trust as trust_notifier
 from tests import conftest, helpers, hostile
 from tests import keystone as ks
@@ -335,8 +335,7 @@ def test_keystone_failures_map_to_retry_or_failure(exc, retryable):
 
 
 def test_options_for_the_sample_config_and_idempotent_registration():
-    ((group, options),) = keystone.list_opts()
-    assert group == "service_credentials"
+    options = dict(opts.list_opts())["service_credentials"]
     names = {o.dest for o in options}
     assert {"auth_type", "auth_url", "username", "password", "user_domain_name"} <= names
     assert {"project_name", "cafile", "insecure", "timeout"} <= names
