@@ -10,15 +10,20 @@ member that holds it unhealthy, then updates the stack in place
 (``existing=True``) so that Heat replaces what was marked.
 
 Heat is found in the Keystone catalog that the trust's token carries
-(``[service_types] heat``, default ``orchestration``). The calls are
-python-heatclient's, through the service's keystoneauth session (bounded by
-``[alarm] rest_notifier_timeout``); the attempt is blocking and runs in the
-plugin pool. A member not found in the stack is logged; when none is, the
-delivery fails, since nothing was healed.
+(``[service_types] heat``, default ``orchestration``). The requests are the
+ones python-heatclient 5.3.0 makes for ``resources.list``,
+``resources.mark_unhealthy`` and ``stacks.update(existing=True)`` (same
+methods, paths, query strings, bodies and JSON headers; only the User-Agent
+names this service), sent through the service's keystoneauth session
+(bounded by ``[alarm] rest_notifier_timeout``), which follows Heat's
+redirects and fetches a new token when Heat refuses one. The attempt is
+blocking and runs in the plugin pool. A member not found in the stack is
+logged; when none is, the delivery fails, since nothing was healed.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib import parse
 
@@ -63,12 +68,119 @@ def _members(reason_data: dict[str, Any]) -> tuple[str, str, list[str]]:
     return str(reason_data["stack_id"]), str(reason_data["asg_id"]), ids
 
 
-def _heat_error(exc: Exception, step: str) -> notifiers.DeliveryError:
-    status = getattr(exc, "code", None)
+class HeatError(Exception):
+    """Heat answered with an error, or not as its API does."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _answer(resp: Any) -> str:
+    """The message of Heat's error body (its fault middleware's), else the start of the text."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if body.get("explanation") or body.get("title"):
+            return str(body.get("explanation") or body.get("title"))
+    return resp.text or getattr(resp, "reason", "") or ""
+
+
+def _heat_error(exc: HeatError, step: str) -> notifiers.DeliveryError:
     text = masking.mask_text(str(exc)[:200])
-    if isinstance(status, int):
-        return notifiers.status_error(f"Heat answered HTTP {status} to {step}: {text}", status)
+    if exc.status is not None:
+        return notifiers.status_error(
+            f"Heat answered HTTP {exc.status} to {step}: {text}", exc.status
+        )
     return notifiers.DeliveryError(f"Heat call failed at {step}: {text}")
+
+
+class HeatClient:
+    """The three calls of Heat's orchestration API v1 that autohealing needs.
+
+    Each sends what python-heatclient sends for the same call: JSON
+    ``Accept`` and ``Content-Type``, the path relative to the catalog's
+    endpoint (the stack id as given: Heat answers a redirect to the stack's
+    canonical ``{name}/{id}`` path, which keystoneauth follows), the query
+    in heatclient's order and the body as heatclient encodes it.
+    """
+
+    HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
+    USER_AGENT = "ceilo-notifier"
+
+    def __init__(self, session: Any, auth: Any, endpoint: str) -> None:
+        self.session = session
+        self.auth = auth
+        self.endpoint = endpoint.rstrip("/")
+
+    def _request(self, method: str, path: str, body: Any = None, redirect: bool = True) -> Any:
+        # keystoneauth follows up to 30 redirects by default (heatclient's calls
+        # too); redirect=False returns the redirect itself.
+        extra = {} if redirect else {"redirect": False}
+        resp = self.session.request(
+            f"{self.endpoint}{path}",
+            method,
+            auth=self.auth,
+            headers=dict(self.HEADERS),
+            user_agent=self.USER_AGENT,
+            data=None if body is None else json.dumps(body),
+            raise_exc=False,
+            **extra,
+        )
+        # heatclient raises for 300 and for every status from 400 on; a redirect
+        # keystoneauth did not follow (no Location) is no answer either.
+        if resp.status_code >= 400 or resp.status_code == 300:
+            raise HeatError(_answer(resp), resp.status_code)
+        if resp.status_code >= 300 and redirect:
+            raise HeatError(f"redirect without a Location: {_answer(resp)}", resp.status_code)
+        return resp
+
+    def list_resources(self, stack_id: str, physical_resource_id: str) -> list[dict]:
+        """GET /stacks/{stack_id}/resources?physical_resource_id=...&nested_depth=3"""
+        query = parse.urlencode(
+            {"physical_resource_id": physical_resource_id, "nested_depth": NESTED_DEPTH}, True
+        )
+        resp = self._request("GET", f"/stacks/{_segment(stack_id)}/resources?{query}")
+        try:
+            resources = resp.json()["resources"]
+        except (ValueError, KeyError, TypeError):
+            raise HeatError("the answer is not a list of resources") from None
+        if not isinstance(resources, list):
+            raise HeatError("the answer is not a list of resources")
+        return [r for r in resources if isinstance(r, dict)]
+
+    def _canonical(self, stack_id: str) -> str:
+        """{name}/{id} of a stack, from the Location of Heat's lookup (not followed)."""
+        resp = self._request("GET", f"/stacks/{_segment(stack_id)}", redirect=False)
+        location = resp.headers.get("location")
+        if not location or "/stacks/" not in location:
+            raise HeatError("Location not returned with redirect")
+        return location.split("/stacks/", 1)[1]
+
+    def mark_unhealthy(self, stack_id: str, resource: str, reason: str) -> None:
+        """GET /stacks/{stack_id} (the redirect's Location), then
+        PATCH /stacks/{name}/{id}/resources/{resource} {"mark_unhealthy": true, ...}"""
+        stack = self._canonical(stack_id)
+        self._request(
+            "PATCH",
+            f"/stacks/{parse.quote(stack)}/resources/{parse.quote(resource)}",
+            {"mark_unhealthy": True, "resource_status_reason": reason},
+        )
+
+    def update_existing(self, stack_id: str) -> None:
+        """PATCH /stacks/{stack_id} {}: an update that keeps the template and parameters."""
+        self._request("PATCH", f"/stacks/{_segment(stack_id)}", {})
+
+
+def _segment(value: str) -> str:
+    """A stack id from reason_data as one path segment (heatclient sends it unquoted;
+    a uuid or a stack name is the same either way, a '/' or '?' is not let through)."""
+    return parse.quote(value, safe="")
 
 
 class _Calls:
@@ -79,12 +191,10 @@ class _Calls:
         self.budget = budget
 
     def __call__(self, step: str, call: Any, *args: Any, **kwargs: Any) -> Any:
-        from heatclient import exc as heat_exc
-
         self.budget.check(step)
         try:
             return call(*args, **kwargs)
-        except heat_exc.BaseException as exc:
+        except HeatError as exc:
             raise _heat_error(exc, step) from None
         except ka_exceptions.ConnectionError as exc:
             raise notifiers.RetryableError(f"Heat unreachable at {step}: {exc}") from None
@@ -107,17 +217,13 @@ class TrustHeatAlarmNotifier(notifiers.AlarmNotifier):
                 "reason_data names the stack"
             )
 
-    def client(self, trust: str) -> Any:
-        from heatclient import client as heat_client  # heavy: only where Heat is used
-
+    def client(self, trust: str) -> HeatClient:
         try:
             auth = self.keystone.auth(trust)
             endpoint = self.keystone.endpoint(auth, self.conf.service_types.heat)
         except (keystone.NotConfigured, ka_exceptions.ClientException) as exc:
             raise trust_notifier.keystone_error(exc, trust) from None
-        return heat_client.Client(
-            "1", session=self.keystone.session, auth=auth, endpoint_override=endpoint
-        )
+        return HeatClient(self.keystone.session, auth, endpoint)
 
     def notify(self, action: parse.SplitResult, notification: AlarmNotification) -> None:
         stack_id, asg_id, members = _members(notification.reason_data or {})
@@ -139,12 +245,11 @@ class TrustHeatAlarmNotifier(notifiers.AlarmNotifier):
         for member in members:
             found = calls(
                 "the resource listing",
-                heat.resources.list,
+                heat.list_resources,
                 stack_id,
-                nested_depth=NESTED_DEPTH,
-                filters={"physical_resource_id": member},
+                member,
             )
-            parent = getattr(found[0], "parent_resource", None) if found else None
+            parent = found[0].get("parent_resource") if found else None
             if parent:
                 unhealthy.append(parent)
             else:
@@ -165,16 +270,15 @@ class TrustHeatAlarmNotifier(notifiers.AlarmNotifier):
         for resource in dict.fromkeys(unhealthy):
             calls(
                 f"marking {resource} unhealthy",
-                heat.resources.mark_unhealthy,
+                heat.mark_unhealthy,
                 asg_id,
                 resource,
-                True,
                 REASON,
             )
             LOG.info(
                 "Alarm %s: resource %s of group %s marked unhealthy", alarm_id, resource, asg_id
             )
-        calls("the stack update", heat.stacks.update, stack_id, existing=True)
+        calls("the stack update", heat.update_existing, stack_id)
         LOG.info(
             "Alarm %s: stack %s updated to replace %d members", alarm_id, stack_id, len(unhealthy)
         )
