@@ -9,7 +9,7 @@ alarm fill the executor, and every other tenant's named webhooks wait
 behind them. Here a lookup is a query in c-ares (``aiodns``/``pycares``):
 an outstanding one costs memory, not a thread, and ends at its deadline.
 Measured on the development machine, c-ares costs a little more CPU per
-lookup than the threaded resolver (bench/PROTOTYPE.md), and lookups to a
+lookup than the threaded resolver (bench/RESULTS.md, its notes), and lookups to a
 healthy zone keep their latency while a stalled one has a hundred queries
 out, where the threaded resolver stops answering at all.
 
