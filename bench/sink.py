@@ -54,12 +54,17 @@ import argparse
 import asyncio
 import collections
 import json
+import re
 import signal
 import sys
 import time
 
 _OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 _HANG = object()
+# The id sender.py gives an alarm (<prefix>-<6 digits>, <prefix>-warmup), wherever a
+# body that is not the alarm payload itself (a payload template's, an Apprise
+# service's) puts it.
+_ALARM_ID = re.compile(rb"\b[A-Za-z0-9]+-(?:\d{6}|warmup)\b")
 
 
 def _response(status: str, payload: bytes) -> bytes:
@@ -100,8 +105,12 @@ class Sink:
                 doc = json.loads(body)
                 alarm_id = doc.get("alarm_id")
                 sent = (doc.get("reason_data") or {}).get("sent")
-            except ValueError:
+            except (ValueError, AttributeError):
                 pass
+            if alarm_id is None:
+                # not the alarm payload: no send time in it, the id where it is
+                found = _ALARM_ID.search(body)
+                alarm_id = found.group().decode() if found else None
             request_id = None
             for line in headers.split(b"\r\n"):
                 name, _, value = line.partition(b":")
