@@ -153,6 +153,11 @@ def run_kind(scenario, target_cls, kind: str, d, n: int, threads: int) -> dict:
     }
     if tail:
         out["log_tail"] = tail[-2000:]
+    if len(first) < n:
+        out["error"] = f"{kind}: {len(first)} of {n} alarms delivered"
+    elif out["payload_bodies"] != (len(records) if kind == "plain" else 0):
+        # the kind did not do what it says (a template not applied, say)
+        out["error"] = f"{kind}: {out['payload_bodies']} of {len(records)} bodies were the payload"
     return out
 
 
