@@ -207,6 +207,8 @@ class Destinations(Scenario):
                 over = (v.get("overhead") or {}).get(kind)
                 if over:
                     cpu += f"; {over['us_per_alarm']:+d} µs ({over['pct']:+.0f} %) vs plain"
+                    if over.get("rounds", 1) > 1:
+                        cpu += f" (median of {over['rounds']} rounds)"
                 rows.append([name, f"{what}: CPU ms per alarm (main process + children)", cpu])
                 rows.append([name, f"{what}: delivered in s; latency p50 / p99 s; "
                              "tree RSS peak MB (processes)",
@@ -233,6 +235,8 @@ class Destinations(Scenario):
                     continue
                 measured = (f"{k['cpu_ms_per_alarm']} ms vs {base} ms plain: "
                             f"{o['us_per_alarm']:+d} µs ({o['pct']:+.0f} %) per alarm")  # fmt: skip
+                if o.get("rounds", 1) > 1:
+                    measured += f" (medians of {o['rounds']} rounds, and of their differences)"
                 # the CPU the service burns doing nothing, over the longer run
                 idle_us = round(
                     (k["cpu_cores_when_idle"] or 0)
@@ -296,6 +300,7 @@ def summarize(by_kind: dict[str, list[dict]]) -> dict:
             overhead[kind] = {
                 "us_per_alarm": round(diff * 1000),
                 "pct": round(100 * diff / base, 1),
+                "rounds": len(diffs),
             }
     if overhead:
         out["overhead"] = overhead
