@@ -267,6 +267,22 @@ class EndpointHealth:
         self._wake_waiters(c)
         self._forget_if_idle(c)
 
+    def release(self, ticket: Ticket) -> None:
+        """A ticket whose attempt will not run (the journal said not now): give its
+        slot back quietly. A probe that did not run is claimed again later: at
+        once here; by another process once its claim is stale."""
+        c = ticket.circuit
+        if c is None:
+            return
+        c.in_flight -= 1
+        if ticket.probe:
+            c.probe = False
+            if c.state == HALF_OPEN and not self.shared():
+                self._set_state(c, OPEN)
+                c.until = self._now()
+        self._wake_waiters(c)
+        self._forget_if_idle(c)
+
     def _judge(self, c: Circuit, ticket: Ticket, result: attempt.Outcome) -> None:
         health = result.health
         now = self._now()

@@ -608,8 +608,16 @@ class Engine:
         )
 
     async def _run(self, delivery: Delivery) -> None:
+        # The endpoint first: a held delivery is not marked in flight in the
+        # journal (its turn would, and the row would then refuse its events).
+        ticket = await self.endpoints.admit(delivery)
+        if isinstance(ticket, endpoints.Hold):
+            self._hold(delivery, ticket)
+            return
         if self._must_ask(delivery):
             turn = await self._turn(delivery)
+            if turn != journal_mod.GO:
+                self.endpoints.release(ticket)
             if turn == journal_mod.LOST:
                 self._lose(delivery)
                 return
@@ -621,10 +629,6 @@ class Engine:
                 if self.scheduler.retry(delivery, TURN_WAIT):
                     self._count(-1, 1)
                 return
-        ticket = await self.endpoints.admit(delivery)
-        if isinstance(ticket, endpoints.Hold):
-            self._hold(delivery, ticket)
-            return
         delivery.held = False
         result = None
         try:
