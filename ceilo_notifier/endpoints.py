@@ -253,35 +253,36 @@ class EndpointHealth:
 
     def done(self, ticket: Ticket, result: attempt.Outcome | None) -> None:
         """An attempt admitted by ``ticket`` ended with ``result`` (None: it did not run)."""
-        c = ticket.circuit
+        c = self._give_back(ticket)
         if c is None:
             return
-        c.in_flight -= 1
-        if ticket.probe:
-            c.probe = False
         if result is None:
-            if ticket.probe and c.state == HALF_OPEN:
-                self._change(c, OPEN, "its probe did not run", until=self._now())
+            self._unprobe(c, ticket)
         else:
             self._judge(c, ticket, result)
         self._wake_waiters(c)
         self._forget_if_idle(c)
 
     def release(self, ticket: Ticket) -> None:
-        """A ticket whose attempt will not run (the journal said not now): give its
-        slot back quietly. A probe that did not run is claimed again later: at
-        once here; by another process once its claim is stale."""
+        """A ticket whose attempt will not run (the journal said not now): its slot
+        back, quietly."""
+        self.done(ticket, None)
+
+    @staticmethod
+    def _give_back(ticket: Ticket) -> Circuit | None:
         c = ticket.circuit
-        if c is None:
-            return
-        c.in_flight -= 1
-        if ticket.probe:
-            c.probe = False
-            if c.state == HALF_OPEN and not self.shared():
-                self._set_state(c, OPEN)
-                c.until = self._now()
-        self._wake_waiters(c)
-        self._forget_if_idle(c)
+        if c is not None:
+            c.in_flight -= 1
+            if ticket.probe:
+                c.probe = False
+        return c
+
+    def _unprobe(self, c: Circuit, ticket: Ticket) -> None:
+        """A probe that did not run is claimed again: at once in this process; by
+        another once its claim in the journal is stale."""
+        if ticket.probe and c.state == HALF_OPEN and not self.shared():
+            self._set_state(c, OPEN)
+            c.until = self._now()
 
     def _judge(self, c: Circuit, ticket: Ticket, result: attempt.Outcome) -> None:
         health = result.health
