@@ -162,7 +162,8 @@ def test_metrics_and_health_are_served_for_all_workers(start_notifier, topic, ca
         settled = "ceilo_notifier_journal_backlog 0.0" in text and not metric(
             text, "ceilo_notifier_deliveries_in_flight"
         )
-        return text if (done, failed) == (10, 1) and settled else None
+        attempts = metric(text, "ceilo_notifier_attempt_duration_seconds_count", scheme="http")
+        return text if (done, failed, attempts) == (10, 1, 12) and settled else None
 
     text = wait_until(scraped, 15)
     assert text, get(f"{base}/metrics")[1]
