@@ -311,3 +311,24 @@ def test_name_of_and_strip_keep_the_other_parameters_as_written():
     assert templates.name_of(action) == "slack"
     assert templates.strip(action).query == "a=%2F1&b=x+y"
     assert templates.name_of(parse.urlsplit("https://h/p?a=1")) is None
+
+
+def test_a_template_stopped_three_times_in_a_row_is_not_rendered_for_a_while(tmp_path, folder):
+    """Tenants choose the template: one that is always stopped at its deadline would
+    cost a worker killed and started again at every delivery. After three in a row
+    it fails at once, and the other templates still render."""
+    from ceilo_notifier.notification import AlarmNotification
+
+    chosen = templates.Templates(make_conf(tmp_path, path=str(folder), render_timeout=0.3))
+    n = AlarmNotification(alarm_id="a", request_id="req-1", timestamp="2026-12-07T00:00:00.000Z")
+    try:
+        for _ in range(3):
+            with pytest.raises(templates.TemplateError, match="render_timeout"):
+                chosen.render("runaway", n)
+        start = time.monotonic()
+        with pytest.raises(templates.TemplateError, match="not rendered again"):
+            chosen.render("runaway", n)
+        assert time.monotonic() - start < 0.1
+        assert json.loads(chosen.render("fields", n).body)
+    finally:
+        chosen.close()

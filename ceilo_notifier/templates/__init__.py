@@ -79,6 +79,10 @@ CONTENT_TYPES = {"json": "application/json", "txt": "text/plain; charset=utf-8"}
 SPECIAL_CONTENT_TYPES = {"cloudevents": "application/cloudevents+json"}
 # How long a new worker may take to start (an import, a fork) before it is given up.
 START_TIMEOUT = 30.0
+# A template whose last renders were stopped this many times in a row fails at
+# once for this long (seconds), rather than cost a worker each time.
+STOPS_BEFORE_PAUSE = 3
+STOPPED_PAUSE = 60.0
 
 
 class TemplateError(Exception):
@@ -317,6 +321,8 @@ class Templates:
         opts = conf[GROUP]
         self.max_body_bytes = opts.max_body_bytes
         self.render_timeout = opts.render_timeout
+        self._stops: dict[str, tuple[int, float]] = {}  # name: (stopped in a row, until)
+        self._stops_lock = threading.Lock()
         sources = _read_builtins()
         if opts.path:
             sources.update(_read_folder(opts.path))
@@ -399,6 +405,7 @@ class Templates:
             ).encode()
         except (ValueError, TypeError, RecursionError) as exc:
             raise TemplateError(f"the alarm's fields cannot be handed over: {exc}") from None
+        self._not_stopped_lately(name)
         used = self._pool.acquire(self.render_timeout)
         status = None
         try:
@@ -409,9 +416,32 @@ class Templates:
             else:  # past its deadline, dead, exiting, or an answer no worker writes
                 used.kill()
                 self._pool.release(None)
+            self._stopped_count(name, killed=status not in (worker.OK, worker.ERROR))
         if status == worker.OK:
             return Rendered(payload, self.content_type(name))
         raise TemplateError(payload.decode("utf-8", "replace"))
+
+    def _not_stopped_lately(self, name: str) -> None:
+        """A template whose last renders were all stopped (past their deadline, or
+        out of memory) is not rendered for a while: each costs a worker killed
+        and started again, and tenants choose the template."""
+        with self._stops_lock:
+            count, until = self._stops.get(name, (0, 0.0))
+        if count >= STOPS_BEFORE_PAUSE and time.monotonic() < until:
+            raise TemplateError(
+                f"its last {count} renders were stopped; not rendered again for "
+                f"{until - time.monotonic():.0f} s"
+            )
+
+    def _stopped_count(self, name: str, killed: bool) -> None:
+        with self._stops_lock:
+            if not killed:
+                self._stops.pop(name, None)
+                return
+            count = self._stops.get(name, (0, 0.0))[0] + 1
+            self._stops[name] = (count, time.monotonic() + STOPPED_PAUSE)
+            if len(self._stops) > len(self.sources) + 16:  # names are checked: bounded
+                self._stops.pop(next(iter(self._stops)))
 
     def _ask(self, used: _Worker, request: bytes) -> tuple[bytes, bytes]:
         """One render in a worker: (status, body or cause).
