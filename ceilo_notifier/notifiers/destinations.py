@@ -78,7 +78,7 @@ from oslo_log import log
 
 from ceilo_notifier import masking, notifiers, templates
 from ceilo_notifier.notification import AlarmNotification
-from ceilo_notifier.notifiers import egress, safety
+from ceilo_notifier.notifiers import egress, rest, safety
 
 LOG = log.getLogger(__name__)
 
@@ -331,19 +331,9 @@ _FIXED = {
 def _http(
     host: str | None, port: int | None, secure: bool, scheme: str | None = None
 ) -> str | None:
-    if not host:
-        return None
-    try:
-        host = safety.client_host(host.strip("[]").rstrip("."))
-    except ValueError:
-        return None
-    if not host:
-        return None
-    if ":" in host:
-        host = f"[{host}]"
     scheme = scheme or ("https" if secure else "http")
     port = port or (443 if scheme in ("https", "smtps") else 80)
-    return f"{scheme}://{host}:{port}"
+    return rest.endpoint_name(scheme, host, port)
 
 
 def endpoint_of(plugin) -> str | None:

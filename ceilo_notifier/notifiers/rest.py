@@ -100,13 +100,11 @@ def split_action(action: parse.SplitResult) -> tuple[str, tuple[str, str] | None
     return url, auth, verify
 
 
-def http_endpoint(action: parse.SplitResult) -> str | None:
-    """``http(s)://host:port`` of an action (``trust+`` dropped, the host as the
-    client normalises it, the port always written), or None if it has no host."""
-    scheme = action.scheme.lower().removeprefix("trust+")
+def endpoint_name(scheme: str, host: str | None, port: int) -> str | None:
+    """``scheme://host:port``, the host as the client normalises it (IDNA, lower
+    case, no trailing dot, an IPv6 address in brackets); None without a host."""
     try:
-        host = safety.client_host((action.hostname or "").rstrip("."))
-        port = action.port or (443 if scheme == "https" else 80)
+        host = safety.client_host((host or "").strip("[]").rstrip("."))
     except ValueError:
         return None
     if not host:
@@ -114,6 +112,17 @@ def http_endpoint(action: parse.SplitResult) -> str | None:
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}:{port}"
+
+
+def http_endpoint(action: parse.SplitResult) -> str | None:
+    """``http(s)://host:port`` of an action (``trust+`` dropped, the port always
+    written), or None if it has no host."""
+    scheme = action.scheme.lower().removeprefix("trust+")
+    try:
+        port = action.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        return None
+    return endpoint_name(scheme, action.hostname, port)
 
 
 def decode_signing_key(secret: str) -> bytes:
