@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.helpers import alarm, free_port, wait_until
-from tests.test_operations import get, metric
+from tests.test_operations import get, metric, served_with_broker_and_journal_down
 
 TOP = Path(__file__).resolve().parent.parent
 RULES = TOP / "etc" / "prometheus" / "ceilo-notifier-alerts.yaml"
@@ -169,19 +169,9 @@ def test_the_dashboard_queries_are_valid_promql(tmp_path):
 
 def test_up_gauges_say_what_healthz_says(make_conf):
     """Prometheus cannot read /healthz's JSON: ceilo_notifier_up{component} carries it."""
-    from ceilo_notifier import journal, metrics
-
-    dead = free_port()
-    conf = make_conf(transport_url=f"rabbit://guest:guest@127.0.0.1:{dead}/")
-    conf.set_override("port", free_port(), group="metrics")
-    broken = journal.Journal(f"postgresql+psycopg2://nobody@127.0.0.1:{dead}/x", "h/L/1")
-    server = metrics.MetricsServer(conf, broken)
-    server.start()
-    try:
-        status, text = get(f"http://127.0.0.1:{conf.metrics.port}/metrics")
-        health, _report = get(f"http://127.0.0.1:{conf.metrics.port}/healthz")
-    finally:
-        server.stop()
+    _dead, [(status, text), (health, _report)] = served_with_broker_and_journal_down(
+        make_conf, "/metrics", "/healthz"
+    )
     assert status == 200 and health == 503
     assert 'ceilo_notifier_up{component="broker"} 0.0' in text
     assert 'ceilo_notifier_up{component="journal"} 0.0' in text

@@ -179,7 +179,10 @@ def test_metrics_and_health_are_served_for_all_workers(start_notifier, topic, ca
     assert report["broker"]["ok"] and report["journal"]["ok"]
 
 
-def test_health_is_503_when_broker_or_journal_is_down(make_conf):
+def served_with_broker_and_journal_down(make_conf, *paths: str) -> tuple[int, list]:
+    """The metrics server of a service whose broker and journal are both
+    unreachable (a port nothing listens on): the unreachable port, and the
+    (status, body) of each path."""
     from ceilo_notifier import journal, metrics
 
     dead = free_port()
@@ -189,9 +192,13 @@ def test_health_is_503_when_broker_or_journal_is_down(make_conf):
     server = metrics.MetricsServer(conf, broken)
     server.start()
     try:
-        status, body = get(f"http://127.0.0.1:{conf.metrics.port}/healthz")
+        return dead, [get(f"http://127.0.0.1:{conf.metrics.port}{path}") for path in paths]
     finally:
         server.stop()
+
+
+def test_health_is_503_when_broker_or_journal_is_down(make_conf):
+    dead, [(status, body)] = served_with_broker_and_journal_down(make_conf, "/healthz")
     report = json.loads(body)
     assert status == 503 and report["status"] == "unhealthy"
     assert report["broker"] == {"ok": False, "detail": f"127.0.0.1:{dead}: ConnectionRefusedError"}
@@ -258,9 +265,7 @@ def test_a_host_that_goes_silent_has_its_deliveries_taken_over_by_another(
     assert gone.wait_journaled("adopted", "retrying")
     gone.stop(signal.SIGKILL)  # and it never comes back
     heir = start_notifier(topic, name="heir", extra=shared, alarm={"rest_notifier_max_retries": 3})
-    assert heir.wait_for_log(
-        rf"Of the 1 deliveries taken over from {gone.host}/\S+: 1 resumed", 20
-    )
+    assert heir.wait_for_log(rf"Of the 1 deliveries taken over from {gone.host}/\S+: 1 resumed", 20)
     requests = webhook.wait_for(url, 2, timeout=20)
     assert len(requests) == 2
     assert (
