@@ -190,6 +190,8 @@ class Engine:
         self._answer_window = 2 * conf.alarm.rest_notifier_timeout
         self._held, self._held_logged = 0, -HELD_LOG_INTERVAL
         self._tasks: set[asyncio.Task] = set()
+        self._handed: dict[str, int] = {}  # share: deliveries the loop has yet to take
+        self._handed_lock = threading.Lock()
         # Set while other processes share the journal (workers, other hosts).
         self.journal_shared = journal is not None and conf.workers > 1
         # This process's lease in the journal (the service sets it): while it
@@ -277,7 +279,8 @@ class Engine:
             share = delivery.share
             # One the journal has no row of (it refused it) can only wait in memory.
             journaled = delivery.accepted is not None
-            crowded = self.scheduler.load(share) + extra.get(share, 0) >= self.share_cap
+            load = self.scheduler.load(share) + self._handed.get(share, 0) + extra.get(share, 0)
+            crowded = load >= self.share_cap
             if journaled and crowded and not self._answering(share):
                 held.append(delivery)
             else:
@@ -553,7 +556,7 @@ class Engine:
         with self._pending_cond:
             if delay > 0 and not self._closed:
                 self._waiting += 1
-                self.loop.call_soon_threadsafe(self.scheduler.submit, delivery, delay)
+                self._hand(delivery, delay)
                 return
             while self._pending >= self.max_pending and not self._closed and not own:
                 self._waiters += 1
@@ -562,7 +565,23 @@ class Engine:
             if self._closed:
                 return
             self._pending += 1
-        self.loop.call_soon_threadsafe(self.scheduler.submit, delivery, delay)
+        self._hand(delivery, delay)
+
+    def _hand(self, delivery: Delivery, delay: float) -> None:
+        """Give a delivery to the loop's scheduler. Until the loop takes it, it
+        counts in ``_handed``: a burst handed faster than the loop takes it would
+        otherwise not count towards its share's load, and a flood to one dead
+        host could fill ``max_pending_deliveries`` past ``share_cap``."""
+        with self._handed_lock:
+            self._handed[delivery.share] = self._handed.get(delivery.share, 0) + 1
+        self.loop.call_soon_threadsafe(self._enter, delivery, delay)
+
+    def _enter(self, delivery: Delivery, delay: float) -> None:
+        with self._handed_lock:
+            left = self._handed.pop(delivery.share, 1) - 1
+            if left:
+                self._handed[delivery.share] = left
+        self.scheduler.submit(delivery, delay)
 
     def close_intake(self) -> None:
         """Release consumers waiting for room; accept nothing more."""
