@@ -286,7 +286,9 @@ def test_a_host_cut_off_from_the_journal_sends_nothing_and_keeps_off_rows_taken_
     retry. A asks the journal before the retry and, unable to, waits (fail
     closed); its lease runs out and B takes the delivery over and delivers it.
     When A can reach the journal again, it finds the row B's: it stops that
-    delivery with one line and writes nothing over B's row."""
+    delivery with one line and writes nothing over B's row. (Endpoint health is
+    off: its Retry-After would hold the retry for the endpoint, whose probe is
+    claimed in the journal, a second fail-closed path with its own log line.)"""
     from tests.tcpproxy import TcpProxy
 
     with TcpProxy() as proxy:
@@ -294,7 +296,10 @@ def test_a_host_cut_off_from_the_journal_sends_nothing_and_keeps_off_rows_taken_
         cut_off = start_notifier(
             topic,
             name="cutoff",
-            extra={"database": {"connection": proxy.url(pg_journal), **lease}},
+            extra={
+                "database": {"connection": proxy.url(pg_journal), **lease},
+                "endpoint_health": {"enabled": False},
+            },
             alarm={"rest_notifier_max_retries": 5},
         )
         heir = start_notifier(
